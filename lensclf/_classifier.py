@@ -1,0 +1,529 @@
+"""``LensClassifier``: a scikit-learn estimator that trains a ResNet with skorch."""
+
+import math
+import numbers
+import os
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNetBinaryClassifier
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
+from skorch.helper import predefined_split
+
+from ._dataset import LensDataset, batch_as_is
+from ._models import ARCHITECTURES, STEMS, LensNet
+from ._sampling import BALANCE_MODES, balanced_sampler, positive_weight
+from ._transforms import BatchAugmenter, dihedral, dihedral_views
+
+__all__ = ["LensClassifier"]
+
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+# Rows processed at once when computing statistics or checking values.
+_CHUNK = 2048
+
+
+def _silent(*args, **kwargs):
+    """A sink that prints nothing (a module-level function, so it pickles)."""
+
+
+def _is_path_list(X):
+    if isinstance(X, (str, os.PathLike)):
+        return False
+    if isinstance(X, np.ndarray):
+        return X.ndim == 1 and X.dtype.kind in "OUS" and len(X) > 0 and isinstance(X.flat[0], (str, os.PathLike))
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(isinstance(item, (str, os.PathLike)) for item in X)
+    return False
+
+
+def _as_images(X):
+    """Return X as an (N, C, H, W) array-like without copying when possible."""
+    if not isinstance(X, np.ndarray) or X.dtype.kind in "OUS":
+        from ._data import LensFileArray
+
+        if isinstance(X, LensFileArray):
+            return X
+        if _is_path_list(X):
+            return LensFileArray([os.fspath(p) for p in X])
+    if isinstance(X, (str, os.PathLike)):
+        raise TypeError(
+            f"X={os.fspath(X)!r} is a single path; load a directory with lensclf.load_lens_dir "
+            "or pass a list of .npy file paths."
+        )
+    if isinstance(X, np.ndarray) and X.dtype == np.float32:
+        images = X
+    else:
+        try:
+            images = np.asarray(X)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"X cannot be read as an array of images: {exc}") from exc
+        if images.dtype.kind not in "fiu" or images.dtype.kind == "c":
+            raise ValueError(
+                f"X must hold real numbers (float or integer pixels); got dtype {images.dtype}."
+            )
+        images = images.astype(np.float32, copy=False)
+    if images.ndim != 4:
+        hint = ""
+        if images.ndim == 3:
+            hint = " For one image, use X[None]; for single-band images, use X[:, None]."
+        elif images.ndim == 2:
+            hint = " lensclf works on images, not on flattened feature vectors."
+        raise ValueError(
+            "X must be a 4-D array of images with shape (n_samples, n_channels, height, width); "
+            f"got a {images.ndim}-D array of shape {images.shape}.{hint}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("X holds no images (0 samples).")
+    return images
+
+
+def _check_finite(X, indices=None):
+    """Raise a ValueError naming the first images with NaN or infinite pixels."""
+    if not isinstance(X, np.ndarray):
+        return  # lazily loaded files are validated as they are read
+    rows = np.arange(len(X)) if indices is None else np.asarray(indices)
+    bad = []
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start:start + _CHUNK]
+        block = X[np.sort(chunk)] if indices is not None else X[chunk[0]:chunk[-1] + 1]
+        finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if not finite.all():
+            ordered = np.sort(chunk) if indices is not None else chunk
+            bad.extend(ordered[~finite].tolist())
+    if bad:
+        raise ValueError(
+            f"X contains NaN or infinite pixels in {len(bad)} image(s), e.g. at index {bad[:5]}. "
+            "Remove or repair them (lensclf.load_lens_dir reports such files by name)."
+        )
+
+
+def _channel_stats(X, indices):
+    """Per-channel mean and std over ``X[indices]``, robust to constant bands."""
+    n_channels = X.shape[1]
+    total = np.zeros(n_channels)
+    total_sq = np.zeros(n_channels)
+    count = 0
+    indices = np.sort(np.asarray(indices))
+    for start in range(0, len(indices), _CHUNK):
+        block = np.asarray(X[indices[start:start + _CHUNK]], dtype=np.float64)
+        total += block.sum(axis=(0, 2, 3))
+        total_sq += np.square(block).sum(axis=(0, 2, 3))
+        count += block.shape[0] * block.shape[2] * block.shape[3]
+    mean = total / count
+    var = np.maximum(total_sq / count - mean**2, 0.0)
+    std = np.sqrt(var)
+    # A constant (or nearly constant) band carries no information: leave its scale alone.
+    scale = np.maximum(np.abs(mean), 1.0)
+    std = np.where(std > 1e-6 * scale, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class LensClassifier(ClassifierMixin, BaseEstimator):
+    """A ResNet lens finder with the scikit-learn estimator interface.
+
+    ``fit`` builds and trains a skorch :class:`~skorch.NeuralNetBinaryClassifier`
+    around a torchvision ResNet (kept as ``net_``), so the estimator works with
+    ``clone``, ``Pipeline``, ``cross_val_score``, ``GridSearchCV``, pickle and
+    joblib. Labels: the larger of the two classes in ``np.unique(y)`` is the
+    lens (with ``y`` in {0, 1}: 1 = lens); ``predict_proba(X)[:, 1]`` is the lens
+    probability.
+
+    Parameters
+    ----------
+    arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
+        torchvision architecture.
+    weights : None, "imagenet" or path, default=None
+        Initial weights: random (works offline), torchvision's ImageNet
+        weights (needs the network once or the file in torchvision's cache),
+        or a local state dict (a torchvision ResNet checkpoint or a
+        lensclf-trained network).
+    input_size : int or None, default=None
+        Images are resized (bilinear) to ``input_size`` x ``input_size`` inside
+        the network; ``None`` keeps the native size. The notebook recipe used 224.
+    stem : {"standard", "small"}, default="standard"
+        ResNet input stem; ``"small"`` is a 3x3 stride-1 first convolution
+        without max-pool.
+    lr : float, default=1e-3
+        Learning rate.
+    optimizer : {"adam", "adamw", "sgd"} or torch optimizer class, default="adam"
+        Optimizer; ``"sgd"`` uses momentum 0.9.
+    weight_decay : float, default=1e-4
+        L2 penalty (decoupled for AdamW).
+    batch_size : int, default=64
+        Training batch size.
+    max_epochs : int, default=10
+        Number of passes; with ``balance="sampler"`` one epoch draws as many
+        images as the training part holds.
+    balance : {"sampler", "pos_weight", None}, default="sampler"
+        Class-imbalance correction: a balanced ``WeightedRandomSampler`` built
+        from this fit's training labels, a positive-class weight in the loss,
+        or nothing. Never both.
+    augment : bool, default=True
+        Random flips, 90-degree rotations and small affine jitter of the
+        training batches (never of validation or test data).
+    valid_size : float or None, default=0.2
+        Fraction of the training data held out (stratified) to score each
+        epoch and choose the best weights; ``None`` trains on everything and
+        keeps the last epoch's weights.
+    lr_patience : int, default=2
+        Epochs without improvement of the validation loss before the learning
+        rate is divided by 10 (``ReduceLROnPlateau``).
+    early_stopping : int or None, default=None
+        Stop after this many epochs without improvement of the validation AUC.
+    tta : bool, default=False
+        Test-time augmentation: average the logits over the 8 flips and
+        rotations of each image in ``predict_proba``.
+    prior : float or None, default=None
+        Lens fraction of the population to be searched. ``predict_proba``
+        returns probabilities under this prior; ``None`` keeps the prior the
+        model was trained under (0.5 with ``balance`` set, see ``train_prior_``).
+        ROC AUC is unaffected.
+    threshold : float, default=0.5
+        Probability above which ``predict`` says "lens".
+    predict_batch_size : int, default=256
+        Batch size for inference.
+    device : {"auto", "cpu", "cuda", ...}, default="auto"
+        ``"auto"`` uses CUDA when available; resolved in ``fit`` into ``device_``.
+    random_state : int or None, default=None
+        Seed for initialisation, splitting, sampling and augmentation; the same
+        seed on the same machine gives the same predictions.
+    verbose : int, default=1
+        0: silent; 1: a progress bar per epoch and the epoch table.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        The class labels; ``classes_[1]`` is the lens class.
+    net_ : skorch.NeuralNetBinaryClassifier
+        The trained network (module ``net_.module_`` is a ``LensNet``).
+    history_ : skorch.History
+        Per-epoch ``train_loss``, ``train_auc``, ``valid_loss``, ``valid_auc``, ``lr``, ``dur``.
+    channel_mean_, channel_std_ : ndarray of shape (n_channels,)
+        Standardisation fitted on the training part of the data.
+    input_shape_ : tuple
+        ``(n_channels, height, width)`` of the training images.
+    train_prior_ : float
+        Lens fraction the model was effectively trained under.
+    device_ : str
+        Device the network lives on.
+    best_epoch_ : int
+        Epoch whose weights were kept (best validation AUC).
+    """
+
+    def __init__(self, arch="resnet18", weights=None, input_size=None, stem="standard",
+                 lr=1e-3, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
+                 balance="sampler", augment=True, valid_size=0.2, lr_patience=2,
+                 early_stopping=None, tta=False, prior=None, threshold=0.5,
+                 predict_batch_size=256, device="auto", random_state=None, verbose=1):
+        self.arch = arch
+        self.weights = weights
+        self.input_size = input_size
+        self.stem = stem
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.balance = balance
+        self.augment = augment
+        self.valid_size = valid_size
+        self.lr_patience = lr_patience
+        self.early_stopping = early_stopping
+        self.tta = tta
+        self.prior = prior
+        self.threshold = threshold
+        self.predict_batch_size = predict_batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    def _check_params(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch={self.arch!r}; choose one of {sorted(ARCHITECTURES)}.")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem={self.stem!r}; choose one of {list(STEMS)}.")
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"balance={self.balance!r}; choose one of {list(BALANCE_MODES)}.")
+        if not (isinstance(self.optimizer, str) and self.optimizer.lower() in _OPTIMIZERS) and not (
+            isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)
+        ):
+            raise ValueError(
+                f"optimizer={self.optimizer!r}; choose one of {sorted(_OPTIMIZERS)} or pass a torch.optim class."
+            )
+        for name in ("batch_size", "max_epochs", "predict_batch_size", "lr_patience"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.early_stopping is not None and (
+            not isinstance(self.early_stopping, numbers.Integral) or self.early_stopping < 1
+        ):
+            raise ValueError(f"early_stopping must be None or a positive integer, got {self.early_stopping!r}.")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
+        if not (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}.")
+        if self.valid_size is not None and not (
+            isinstance(self.valid_size, numbers.Real) and 0 < self.valid_size < 1
+        ):
+            raise ValueError(f"valid_size must be None or a fraction in (0, 1), got {self.valid_size!r}.")
+        if self.input_size is not None and not (
+            isinstance(self.input_size, numbers.Integral) and self.input_size >= 16
+        ):
+            raise ValueError(f"input_size must be None or an integer >= 16, got {self.input_size!r}.")
+        self._check_prediction_params()
+
+    def _check_prediction_params(self):
+        if self.prior is not None and not (isinstance(self.prior, numbers.Real) and 0 < self.prior < 1):
+            raise ValueError(f"prior must be None or a probability in (0, 1), got {self.prior!r}.")
+        if not (isinstance(self.threshold, numbers.Real) and 0 <= self.threshold <= 1):
+            raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold!r}.")
+
+    def _check_labels(self, y, n_samples):
+        y = np.asarray(y)
+        if y.ndim != 1:
+            y = np.ravel(y) if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.ndim != 1:
+            raise ValueError(f"y must be a 1-D array of labels; got shape {y.shape}.")
+        if len(y) != n_samples:
+            raise ValueError(f"X holds {n_samples} images but y holds {len(y)} labels.")
+        kind = type_of_target(y)
+        if kind != "binary" or len(np.unique(y)) != 2:
+            classes = np.unique(y) if kind != "continuous" else "continuous values"
+            raise ValueError(
+                "LensClassifier needs exactly two classes (lens / non-lens); "
+                f"y is {kind!r} with classes {classes}."
+            )
+        classes, encoded = np.unique(y, return_inverse=True)
+        return classes, encoded.astype(np.int64)
+
+    def _resolve_device(self):
+        if self.device in (None, "auto"):
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(self.device)
+
+    # --------------------------------------------------------------- training
+    def _seed(self):
+        if self.random_state is None:
+            return int(np.random.randint(0, 2**31 - 1))
+        if isinstance(self.random_state, np.random.RandomState):
+            return int(self.random_state.randint(0, 2**31 - 1))
+        return int(self.random_state)
+
+    def _split(self, y, seed):
+        indices = np.arange(len(y))
+        if self.valid_size is None:
+            return indices, None
+        counts = np.bincount(y, minlength=2)
+        n_valid = math.ceil(self.valid_size * len(y))
+        if counts.min() < 2 or n_valid < 2 or len(y) - n_valid < 2:
+            raise ValueError(
+                f"Too few images for a stratified validation split (class counts {counts.tolist()}, "
+                f"valid_size={self.valid_size}); use more data or valid_size=None."
+            )
+        return train_test_split(indices, test_size=self.valid_size, stratify=y, random_state=seed)
+
+    def _optimizer_kwargs(self):
+        optimizer = self.optimizer
+        kwargs = {}
+        if isinstance(optimizer, str):
+            if optimizer.lower() == "sgd":
+                kwargs["optimizer__momentum"] = 0.9
+            optimizer = _OPTIMIZERS[optimizer.lower()]
+        kwargs["optimizer"] = optimizer
+        kwargs["optimizer__weight_decay"] = self.weight_decay
+        return kwargs
+
+    def _callbacks(self, has_valid):
+        callbacks = [
+            ("train_auc", EpochScoring("roc_auc", lower_is_better=False, on_train=True, name="train_auc")),
+        ]
+        monitor_loss = "valid_loss" if has_valid else "train_loss"
+        if has_valid:
+            callbacks.append(("valid_auc", EpochScoring("roc_auc", lower_is_better=False, name="valid_auc")))
+        callbacks.append(("lr_scheduler", LRScheduler(
+            policy="ReduceLROnPlateau", monitor=monitor_loss, patience=self.lr_patience,
+            factor=0.1, event_name="lr")))
+        if has_valid:
+            patience = self.early_stopping if self.early_stopping is not None else self.max_epochs + 1
+            callbacks.append(("best_weights", EarlyStopping(
+                monitor="valid_auc", lower_is_better=False, patience=patience, threshold=0.0,
+                load_best=True, sink=print if self.verbose else _silent)))
+        if self.verbose:
+            callbacks.append(("progress_bar", ProgressBar(postfix_keys=["train_loss"])))
+        return callbacks
+
+    def _build_net(self, X, y, train_idx, valid_idx, seed):
+        mean, std = self.channel_mean_, self.channel_std_
+        has_valid = valid_idx is not None
+        train_set = LensDataset(X, y, train_idx)
+        kwargs = dict(
+            module=LensNet,
+            module__arch=self.arch,
+            module__weights=self.weights,
+            module__in_channels=int(X.shape[1]),
+            module__stem=self.stem,
+            module__input_size=self.input_size,
+            module__channel_mean=mean.tolist(),
+            module__channel_std=std.tolist(),
+            criterion=torch.nn.BCEWithLogitsLoss,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            device=self.device_,
+            train_split=predefined_split(LensDataset(X, y, valid_idx)) if has_valid else None,
+            callbacks=self._callbacks(has_valid),
+            callbacks__valid_acc=None,
+            iterator_train__collate_fn=(
+                BatchAugmenter(seed=seed + 1) if self.augment else batch_as_is
+            ),
+            iterator_train__drop_last=len(train_idx) > self.batch_size,
+            iterator_valid__collate_fn=batch_as_is,
+            iterator_valid__batch_size=self.predict_batch_size,
+            verbose=int(self.verbose),
+            **self._optimizer_kwargs(),
+        )
+        if self.device_.startswith("cuda"):
+            kwargs["iterator_train__pin_memory"] = True
+            kwargs["iterator_valid__pin_memory"] = True
+        y_train = y[train_idx]
+        if self.balance == "sampler":
+            kwargs["iterator_train__sampler"] = balanced_sampler(y_train, seed + 2)
+        else:
+            kwargs["iterator_train__shuffle"] = True
+            kwargs["iterator_train__generator"] = torch.Generator().manual_seed(seed + 2)
+            if self.balance == "pos_weight":
+                kwargs["criterion__pos_weight"] = torch.tensor(positive_weight(y_train))
+        return NeuralNetBinaryClassifier(**kwargs), train_set
+
+    def fit(self, X, y):
+        """Train the network on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_channels, height, width), or list of .npy paths
+            Images (float or integer pixels), or file paths read lazily in batches.
+        y : array-like of shape (n_samples,)
+            Two-class labels; the larger label is the lens class.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X = _as_images(X)
+        self.classes_, y_encoded = self._check_labels(y, len(X))
+        seed = self._seed()
+        train_idx, valid_idx = self._split(y_encoded, seed)
+        _check_finite(X)
+        self.input_shape_ = tuple(int(s) for s in X.shape[1:])
+        self.channel_mean_, self.channel_std_ = _channel_stats(X, train_idx)
+        self.device_ = self._resolve_device()
+        if self.balance is None:
+            self.train_prior_ = float(y_encoded[train_idx].mean())
+        else:
+            self.train_prior_ = 0.5
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net, train_set = self._build_net(X, y_encoded, train_idx, valid_idx, seed)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*epoch parameter in `scheduler.step\\(\\)`.*")
+                net.fit(train_set, None)
+        self.net_ = net
+        self.history_ = net.history
+        if valid_idx is not None:
+            scores = net.history[:, "valid_auc"]
+            self.best_epoch_ = int(np.nanargmax(np.asarray(scores, dtype=float))) + 1
+        else:
+            self.best_epoch_ = len(net.history)
+        self._drop_training_state()
+        return self
+
+    def _drop_training_state(self):
+        """Forget what only training needs, so fitted models stay small and hold no data.
+
+        The validation data, the sampler, the optimizer's moment estimates and
+        the best-weights copy would otherwise be pickled with the estimator.
+        """
+        for _, callback in self.net_.callbacks_:
+            if isinstance(callback, EarlyStopping):
+                callback.best_model_weights_ = None
+            if isinstance(callback, LRScheduler):
+                callback.lr_scheduler_ = None  # refers to the optimizer, pickled apart from the net
+        self.net_.optimizer_.state.clear()
+        # (skorch keeps these as plain attributes; set_params would re-initialise the net.)
+        self.net_.train_split = None
+        if hasattr(self.net_, "iterator_train__sampler"):
+            self.net_.iterator_train__sampler = None
+
+    # ------------------------------------------------------------- prediction
+    def _check_predict_input(self, X):
+        check_is_fitted(self, "net_")
+        X = _as_images(X)
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"X has images of shape {tuple(X.shape[1:])} (channels, height, width), but this "
+                f"model was trained on {self.input_shape_}. Resample or select bands to match."
+            )
+        return X
+
+    def decision_function(self, X):
+        """Lens logits (log-odds under the training prior, or ``prior`` if set)."""
+        self._check_prediction_params()
+        X = self._check_predict_input(X)
+        module = self.net_.module_
+        module.eval()
+        device = self.device_
+        loader = torch.utils.data.DataLoader(
+            LensDataset(X), batch_size=self.predict_batch_size, shuffle=False,
+            collate_fn=batch_as_is, pin_memory=device.startswith("cuda"))
+        views = dihedral_views() if self.tta else [(0, False)]
+        logits = []
+        start = 0
+        with torch.inference_mode():
+            for xb, _ in loader:
+                if not torch.isfinite(xb).all():
+                    bad = start + torch.nonzero(~torch.isfinite(xb).flatten(1).all(1)).flatten()
+                    raise ValueError(f"X contains NaN or infinite pixels at index {bad[:5].tolist()}.")
+                xb = xb.to(device, non_blocking=True)
+                out = sum(module(dihedral(xb, k, flip)) for k, flip in views) / len(views)
+                logits.append(out.float().cpu().numpy())
+                start += len(xb)
+        logits = np.concatenate(logits).astype(np.float64)
+        if self.prior is not None:
+            logits += math.log(self.prior / (1 - self.prior)) - math.log(
+                self.train_prior_ / (1 - self.train_prior_))
+        return logits
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, 2); column 1 is the lens probability.
+
+        The probabilities refer to the lens prior ``prior`` when it is set, else
+        to the prior the model was trained under (``train_prior_``, 0.5 with
+        a balanced sampler or ``pos_weight``).
+        """
+        logits = self.decision_function(X)
+        p_lens = 1.0 / (1.0 + np.exp(-logits))
+        return np.column_stack([1.0 - p_lens, p_lens])
+
+    def predict(self, X):
+        """Predicted class labels: lens where the lens probability is at least ``threshold``."""
+        p_lens = self.predict_proba(X)[:, 1]
+        return self.classes_[(p_lens >= self.threshold).astype(int)]
