@@ -252,6 +252,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = False
+        tags.classifier_tags.multi_class = False
         tags.non_deterministic = self.random_state is None
         return tags
 
@@ -527,3 +528,53 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         """Predicted class labels: lens where the lens probability is at least ``threshold``."""
         p_lens = self.predict_proba(X)[:, 1]
         return self.classes_[(p_lens >= self.threshold).astype(int)]
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path, overwrite=False, metadata=None):
+        """Save the fitted classifier to one safetensors file (e.g. ``model.safetensors``).
+
+        The file holds the weights and, as JSON, the parameters, classes,
+        preprocessing, training history and ``metadata``; loading it with
+        :meth:`load` never executes code, so it is safe to share. Pickle and
+        joblib also work, but only for trusted files: unpickling can run
+        arbitrary code. See :func:`lensclf.save_model`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file; written atomically.
+        overwrite : bool, default=False
+            Replace an existing file (otherwise :class:`FileExistsError`).
+        metadata : dict or None, default=None
+            JSON-serialisable extras (e.g. test metrics), read back under
+            ``lensclf.read_model_metadata(path)["extra"]``.
+
+        Returns
+        -------
+        str
+            The path written.
+        """
+        from ._io import save_model
+
+        return save_model(self, path, overwrite=overwrite, extra_metadata=metadata)
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """Load a classifier saved with :meth:`save`; it predicts exactly as the saved one.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A lensclf model file.
+        device : {"auto", "cpu", "cuda", ...}, default="auto"
+            Where the network goes; ``"auto"`` uses CUDA when available, so a
+            model trained on a GPU loads on a CPU-only machine.
+
+        Returns
+        -------
+        LensClassifier
+            The fitted classifier. See :func:`lensclf.load_model`.
+        """
+        from ._io import load_model
+
+        return load_model(path, device=device)

@@ -70,7 +70,7 @@ def _read_state_dict(path):
         raise ValueError(f"{path}: does not hold a state dict (a mapping of names to tensors).")
     # Accept checkpoints of a whole LensNet ("backbone.*") or DataParallel ("module.*").
     for prefix in ("backbone.", "module."):
-        if state and all(k.startswith(prefix) for k in state if not k.startswith("standardize.")):
+        if state and all(k.startswith(prefix) for k in state if not k.startswith(("standardize.", "channel_"))):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 

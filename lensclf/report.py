@@ -11,12 +11,11 @@ report unless asked, ``metrics.json`` (:func:`lensclf.evaluate_scores`),
 import csv
 import json
 import os
-import secrets
-from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ._io import atomic_write as _atomic_file
 from .metrics import evaluate_scores, predict_from_scores
 from .plots import (
     _history_columns,
@@ -41,29 +40,6 @@ REPORT_FILES = (
     "errors_gallery.png",
     "history.png",
 )
-
-
-@contextmanager
-def _atomic_file(path, mode="w", **open_kwargs):
-    """Open a temporary file next to ``path``; on success move it onto ``path``.
-
-    On error the temporary file is removed and ``path`` is left as it was.
-    """
-    directory, base = os.path.split(os.path.abspath(path))
-    # a fresh name opened with "x" (exclusive create): usual permissions, no clash
-    tmp_path = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(tmp_path, mode.replace("w", "x"), **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _save_figure(fig, path):
