@@ -318,7 +318,15 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     def _resolve_device(self):
         if self.device in (None, "auto"):
             return "cuda" if torch.cuda.is_available() else "cpu"
-        return str(self.device)
+        device = str(self.device)
+        try:
+            kind = torch.device(device).type
+        except RuntimeError as exc:
+            raise ValueError(f"device={self.device!r} is not a torch device ({exc}).") from exc
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r}, but no CUDA GPU is available here; "
+                             "use device='auto' or 'cpu'.")
+        return device
 
     # --------------------------------------------------------------- training
     def _seed(self):

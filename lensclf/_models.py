@@ -35,7 +35,7 @@ def _imagenet_state_dict(arch):
     except Exception as exc:  # URLError, socket errors, HTTP errors, hash errors
         file_name = os.path.basename(weights.url)
         cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        raise RuntimeError(
+        raise OSError(
             f"Could not load the ImageNet weights for {arch} ({exc.__class__.__name__}: {exc}). "
             f"They are downloaded once from {weights.url}; on a machine without network, "
             f"copy that file to {os.path.join(cache, file_name)} (torchvision's cache, "

@@ -57,9 +57,9 @@ __all__ = [
 #: Name of the model file written by ``train`` and ``demo``.
 MODEL_FILE_NAME = "model.safetensors"
 #: Simulated set of ``lensclf demo`` (mild imbalance, 1:3, so the test AUC means something).
-DEMO_SIZES = {"n_train_lenses": 500, "n_train_nonlenses": 1500, "n_test_lenses": 200, "n_test_nonlenses": 600}
+DEMO_SIZES = {"n_train_lenses": 1000, "n_train_nonlenses": 3000, "n_test_lenses": 300, "n_test_nonlenses": 900}
 #: Training epochs of ``lensclf demo``.
-DEMO_EPOCHS = 3
+DEMO_EPOCHS = 5
 #: Tiny sizes of ``lensclf demo --fast`` (a smoke test, not a meaningful AUC).
 DEMO_FAST_SIZES = {"n_train_lenses": 12, "n_train_nonlenses": 24, "n_test_lenses": 6, "n_test_nonlenses": 12}
 #: Epochs of ``lensclf demo --fast``.

@@ -296,3 +296,17 @@ def test_lens_dataset_batches_keep_requested_order(ring_data):
     xb, yb = dataset.__getitems__([5, 0, 19, 3])
     np.testing.assert_array_equal(xb.numpy(), X[[15, 10, 29, 13]])
     np.testing.assert_array_equal(yb.numpy(), y[[15, 10, 29, 13]].astype(np.float32))
+
+
+def test_paths_give_the_same_results_as_arrays(tmp_path):
+    X, y = make_ring_images(80, size=16, seed=8)
+    paths = []
+    for i, image in enumerate(X):
+        path = tmp_path / f"{i}.npy"
+        np.save(path, image)
+        paths.append(str(path))
+    from_arrays = LensClassifier(**FAST).fit(X, y)
+    from_paths = LensClassifier(**FAST).fit(paths, y)
+    np.testing.assert_array_equal(from_paths.channel_mean_, from_arrays.channel_mean_)
+    np.testing.assert_array_equal(from_paths.predict_proba(paths), from_arrays.predict_proba(X))
+    np.testing.assert_array_equal(from_paths.predict_proba(X), from_arrays.predict_proba(X))

@@ -1,0 +1,76 @@
+"""Raw throughput on this machine: matrix-product GFLOP/s, ResNet training and inference images/s.
+
+Run on a quiet machine (other processes competing for the cores slow PyTorch's
+thread pool far more than their share):
+
+    python benchmarks/bench_throughput.py --sizes 64 96 --out benchmarks/_work/throughput.json
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+from lensclf._models import LensNet
+
+
+def matmul_gflops(n=2048, repeats=10):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def training_images_per_s(size, batch_size=64, steps=6):
+    torch.manual_seed(0)
+    net = LensNet(input_size=None if size == 64 else size)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    x, y = torch.rand(batch_size, 3, 64, 64), torch.randint(0, 2, (batch_size,)).float()
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(net(x), y).backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def inference_images_per_s(size, batch_size=256, repeats=4):
+    net = LensNet(input_size=None if size == 64 else size).eval()
+    x = torch.rand(batch_size, 3, 64, 64)
+    with torch.inference_mode():
+        net(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+    return repeats * batch_size / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    result = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+              "matmul_gflops": round(matmul_gflops(), 1), "sizes": {}}
+    for size in args.sizes:
+        result["sizes"][size] = {"train_images_per_s": round(training_images_per_s(size), 1),
+                                 "inference_images_per_s": round(inference_images_per_s(size), 1)}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

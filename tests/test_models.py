@@ -1,0 +1,99 @@
+"""ResNet builders: architectures, stems, resizing, and the three ways to get initial weights."""
+
+import numpy as np
+import pytest
+import torch
+from torchvision import models
+
+from lensclf import LensClassifier
+from lensclf._models import LensNet, build_backbone
+
+from conftest import make_ring_images
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+def test_architectures_give_one_logit(arch):
+    net = LensNet(arch=arch).eval()
+    with torch.inference_mode():
+        out = net(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2,)
+    assert net.backbone.fc.out_features == 1
+
+
+def test_small_stem_and_resize():
+    small = build_backbone(stem="small")
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
+    assert isinstance(small.maxpool, torch.nn.Identity)
+    seen = {}
+    net = LensNet(input_size=96).eval()
+    net.backbone.conv1.register_forward_hook(lambda module, inputs, output: seen.update(shape=inputs[0].shape))
+    with torch.inference_mode():
+        net(torch.rand(2, 3, 64, 64))
+    assert seen["shape"] == (2, 3, 96, 96)
+
+
+def test_standardisation_is_inside_the_network():
+    net = LensNet(channel_mean=[1.0, 2.0, 3.0], channel_std=[2.0, 2.0, 2.0]).eval()
+    seen = {}
+    net.backbone.conv1.register_forward_hook(lambda module, inputs, output: seen.update(x=inputs[0]))
+    x = torch.ones(1, 3, 8, 8)
+    with torch.inference_mode():
+        net(x)
+    np.testing.assert_allclose(seen["x"][0, :, 0, 0].numpy(), [0.0, -0.5, -1.0])
+
+
+def test_weights_from_a_torchvision_checkpoint(tmp_path):
+    reference = models.resnet18(weights=None)
+    path = tmp_path / "resnet18-local.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone(weights=str(path))
+    assert torch.equal(backbone.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    assert torch.equal(backbone.conv1.weight, reference.conv1.weight)
+    assert backbone.fc.out_features == 1  # the 1000-class head is not used
+    # Other band counts reuse the RGB filters, averaged over the input channels.
+    single_band = build_backbone(weights=str(path), in_channels=1)
+    expected = reference.conv1.weight.mean(dim=1, keepdim=True) * 3.0
+    assert torch.allclose(single_band.conv1.weight, expected)
+
+
+def test_weights_of_the_wrong_architecture_are_refused(tmp_path):
+    path = tmp_path / "resnet50.pth"
+    torch.save(models.resnet50(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="arch"):
+        build_backbone("resnet18", weights=str(path))
+
+
+def test_weights_file_problems(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        build_backbone(weights=str(tmp_path / "missing.pth"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pth"):
+        build_backbone(weights=str(garbage))
+    with pytest.raises(ValueError, match="weights="):
+        build_backbone(weights=3)
+
+
+def test_imagenet_weights_offline_give_a_clear_message(tmp_path, monkeypatch):
+    # An empty torch hub cache: the weights must be downloaded, and this machine (or CI) may be offline.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    try:
+        backbone = build_backbone(weights="imagenet")
+    except OSError as exc:
+        message = str(exc)
+        assert "resnet18-f37072fd.pth" in message
+        assert str(tmp_path) in message
+        assert "weights=None" in message
+    else:  # a machine with network access downloads the real weights
+        assert backbone.layer1[0].conv1.weight.abs().sum() > 0
+
+
+def test_cuda_device_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    X, y = make_ring_images(40, size=16)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        LensClassifier(device="cuda", max_epochs=1, verbose=0).fit(X, y)
+    with pytest.raises(ValueError, match="not a torch device"):
+        LensClassifier(device="gpu0", max_epochs=1, verbose=0).fit(X, y)
