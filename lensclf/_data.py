@@ -28,7 +28,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ._errors import LensDataError, LensDataWarning
+from ._io import atomic_write
 
 __all__ = [
     "LensFileArray",
@@ -679,23 +679,6 @@ def _read_cache(folder, key):
     return X, record
 
 
-def _write_atomically(path, write):
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _write_cache(folder, key, X, record):
     """Store ``X`` and ``record`` atomically; the JSON file, written last, commits it."""
     stem = _cache_stem(folder, key)
@@ -707,10 +690,12 @@ def _write_cache(folder, key, X, record):
         except (OSError, ValueError, AttributeError):
             old_data = None
         data_name = f"{os.path.basename(stem)}-{os.urandom(6).hex()}.npy"
-        _write_atomically(os.path.join(folder, data_name), lambda f: np.save(f, X, allow_pickle=False))
+        with atomic_write(os.path.join(folder, data_name)) as f:
+            np.save(f, X, allow_pickle=False)
         record = dict(record, key=key, data=data_name)
         payload = json.dumps(record).encode("utf-8")
-        _write_atomically(stem + ".json", lambda f: f.write(payload))
+        with atomic_write(stem + ".json") as f:
+            f.write(payload)
         if old_data and old_data != data_name and "/" not in old_data and os.sep not in old_data:
             try:
                 os.unlink(os.path.join(folder, old_data))
