@@ -1,5 +1,6 @@
 """``LensClassifier``: a scikit-learn estimator that trains a ResNet with skorch."""
 
+import json
 import math
 import numbers
 import os
@@ -15,6 +16,13 @@ from skorch import NeuralNetBinaryClassifier
 from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
 
+from ._checkpoint import (
+    CHECKPOINT_FILE_NAME,
+    TrainingCheckpoint,
+    data_fingerprint,
+    history_from_checkpoint,
+    read_checkpoint,
+)
 from ._dataset import LensDataset, batch_as_is
 from ._models import ARCHITECTURES, STEMS, LensNet
 from ._sampling import BALANCE_MODES, balanced_sampler, positive_weight
@@ -199,6 +207,15 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         seed on the same machine gives the same predictions.
     verbose : int, default=1
         0: silent; 1: a progress bar per epoch and the epoch table.
+    checkpoint_dir : str, path-like or None, default=None
+        Folder where ``fit`` writes, atomically after every epoch, one file
+        ``checkpoint.pt`` with the whole training state (network, optimizer,
+        scheduler, best weights, history, random generators, split and
+        preprocessing). ``fit(X, y)`` always starts afresh (replacing it);
+        ``fit(X, y, resume=True)`` continues from it and, on CPU, ends with
+        the same weights as an uninterrupted fit (``max_epochs`` may be
+        raised to train longer; the other training parameters and the data
+        must be the same). ``None`` writes nothing.
 
     Attributes
     ----------
@@ -224,7 +241,8 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                  lr=1e-3, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
                  balance="sampler", augment=True, valid_size=0.2, lr_patience=2,
                  early_stopping=None, tta=False, prior=None, threshold=0.5,
-                 predict_batch_size=256, device="auto", random_state=None, verbose=1):
+                 predict_batch_size=256, device="auto", random_state=None, verbose=1,
+                 checkpoint_dir=None):
         self.arch = arch
         self.weights = weights
         self.input_size = input_size
@@ -246,6 +264,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
 
     # ------------------------------------------------------------------ checks
     def __sklearn_tags__(self):
@@ -360,7 +379,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         kwargs["optimizer__weight_decay"] = self.weight_decay
         return kwargs
 
-    def _callbacks(self, has_valid):
+    def _callbacks(self, has_valid, checkpoint=None):
         callbacks = [
             ("train_auc", EpochScoring("roc_auc", lower_is_better=False, on_train=True, name="train_auc")),
         ]
@@ -377,9 +396,12 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                 load_best=True, sink=print if self.verbose else _silent)))
         if self.verbose:
             callbacks.append(("progress_bar", ProgressBar(postfix_keys=["train_loss"])))
+        if checkpoint is not None:
+            # last: it restores a resumed state after the scheduler and early stopping set themselves up
+            callbacks.append(("checkpoint", checkpoint))
         return callbacks
 
-    def _build_net(self, X, y, train_idx, valid_idx, seed):
+    def _build_net(self, X, y, train_idx, valid_idx, seed, checkpoint=None):
         mean, std = self.channel_mean_, self.channel_std_
         has_valid = valid_idx is not None
         train_set = LensDataset(X, y, train_idx)
@@ -398,7 +420,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size,
             device=self.device_,
             train_split=predefined_split(LensDataset(X, y, valid_idx)) if has_valid else None,
-            callbacks=self._callbacks(has_valid),
+            callbacks=self._callbacks(has_valid, checkpoint),
             callbacks__valid_acc=None,
             iterator_train__collate_fn=(
                 BatchAugmenter(seed=seed + 1) if self.augment else batch_as_is
@@ -422,7 +444,51 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                 kwargs["criterion__pos_weight"] = torch.tensor(positive_weight(y_train))
         return NeuralNetBinaryClassifier(**kwargs), train_set
 
-    def fit(self, X, y):
+    # Parameters that change what training does (the others only affect prediction or output).
+    # max_epochs may change between an interrupted fit and its resumption (to train longer).
+    _NOT_TRAINING_PARAMS = ("verbose", "checkpoint_dir", "device", "tta", "prior", "threshold",
+                            "predict_batch_size", "max_epochs")
+
+    def _training_params(self):
+        """The training parameters as a JSON string, to tell whether a checkpoint belongs to them."""
+        params = {}
+        for name, value in self.get_params(deep=False).items():
+            if name in self._NOT_TRAINING_PARAMS:
+                continue
+            if isinstance(value, type):
+                value = f"{value.__module__}.{value.__qualname__}"
+            elif isinstance(value, np.random.RandomState):
+                value = "RandomState"
+            elif isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            elif isinstance(value, numbers.Number) and not isinstance(value, bool):
+                value = value.item() if hasattr(value, "item") else value
+            params[name] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+        return json.dumps(params, sort_keys=True)
+
+    def _resume_state(self, X, y):
+        """Read and check the checkpoint in ``checkpoint_dir`` for a resumed fit."""
+        if self.checkpoint_dir is None:
+            raise ValueError("fit(..., resume=True) needs checkpoint_dir: the folder of the checkpoint to resume.")
+        path = os.path.join(os.fspath(self.checkpoint_dir), CHECKPOINT_FILE_NAME)
+        if not os.path.isfile(path):
+            raise ValueError(f"No checkpoint to resume from: {path!r} does not exist "
+                             "(training stopped before its first epoch ended, or never ran there).")
+        state = read_checkpoint(path)
+        if state["data"] != data_fingerprint(X, y):
+            raise ValueError(
+                f"{path}: this checkpoint was written while training on other data "
+                f"({state['data']['n_samples']} images of shape {tuple(state['data']['image_shape'])}); "
+                f"resume with the same X and y (got {len(X)} images of shape {tuple(X.shape[1:])}).")
+        saved, current = json.loads(state["params"]), json.loads(self._training_params())
+        changed = sorted(name for name in set(saved) | set(current) if saved.get(name) != current.get(name))
+        if changed:
+            details = ", ".join(f"{name}={saved.get(name)!r} (now {current.get(name)!r})" for name in changed)
+            raise ValueError(f"{path}: this checkpoint was written with other parameters: {details}; "
+                             "resume with the same parameters.")
+        return state
+
+    def fit(self, X, y, resume=False):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -431,30 +497,69 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
             Images (float or integer pixels), or file paths read lazily in batches.
         y : array-like of shape (n_samples,)
             Two-class labels; the larger label is the lens class.
+        resume : bool, default=False
+            Continue from the checkpoint in ``checkpoint_dir`` (written by an
+            earlier, interrupted ``fit`` on the same data with the same
+            parameters) instead of starting afresh. A :class:`ValueError`
+            says when there is none or when it belongs to other data or
+            parameters.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        A :class:`KeyboardInterrupt` (Ctrl-C) during training ends it after
+        the epochs completed so far, keeping the best weights among them;
+        before the first epoch has ended, it is raised again.
         """
         self._check_params()
         X = _as_images(X)
         self.classes_, y_encoded = self._check_labels(y, len(X))
-        seed = self._seed()
-        train_idx, valid_idx = self._split(y_encoded, seed)
+        restore = self._resume_state(X, y_encoded) if resume else None
+        if restore is None:
+            seed = self._seed()
+            train_idx, valid_idx = self._split(y_encoded, seed)
+        else:
+            seed = int(restore["seed"])
+            train_idx = restore["train_idx"].numpy()
+            valid_idx = None if restore["valid_idx"] is None else restore["valid_idx"].numpy()
         _check_finite(X)
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
-        self.channel_mean_, self.channel_std_ = _channel_stats(X, train_idx)
+        if restore is None:
+            self.channel_mean_, self.channel_std_ = _channel_stats(X, train_idx)
+        else:
+            self.channel_mean_ = restore["channel_mean"].numpy()
+            self.channel_std_ = restore["channel_std"].numpy()
         self.device_ = self._resolve_device()
         if self.balance is None:
             self.train_prior_ = float(y_encoded[train_idx].mean())
         else:
             self.train_prior_ = 0.5
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            checkpoint = TrainingCheckpoint(self.checkpoint_dir, restore=restore, extra={
+                "seed": seed,
+                "train_idx": torch.as_tensor(np.asarray(train_idx, dtype=np.int64)),
+                "valid_idx": None if valid_idx is None else torch.as_tensor(np.asarray(valid_idx, dtype=np.int64)),
+                "channel_mean": torch.as_tensor(self.channel_mean_),
+                "channel_std": torch.as_tensor(self.channel_std_),
+                "data": data_fingerprint(X, y_encoded),
+                "params": self._training_params(),
+            })
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net, train_set = self._build_net(X, y_encoded, train_idx, valid_idx, seed)
+            net, train_set = self._build_net(X, y_encoded, train_idx, valid_idx, seed, checkpoint)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*epoch parameter in `scheduler.step\\(\\)`.*")
-                net.fit(train_set, None)
+                if restore is None:
+                    net.fit(train_set, None)
+                else:
+                    net.initialize()
+                    net.history = history_from_checkpoint(restore)
+                    net.partial_fit(train_set, None, epochs=max(self.max_epochs - int(restore["epoch"]), 0))
+        self._drop_unfinished_epoch(net, valid_idx is not None)
         self.net_ = net
         self.history_ = net.history
         if valid_idx is not None:
@@ -464,6 +569,15 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
             self.best_epoch_ = len(net.history)
         self._drop_training_state()
         return self
+
+    @staticmethod
+    def _drop_unfinished_epoch(net, has_valid):
+        """Remove the history row of an epoch cut short by Ctrl-C; re-raise if no epoch ended."""
+        needed = {"dur", "train_loss", "train_auc", "lr"} | ({"valid_loss", "valid_auc"} if has_valid else set())
+        while len(net.history) and not needed <= set(net.history[-1]):
+            net.history.pop()
+        if not len(net.history):
+            raise KeyboardInterrupt("training was interrupted before its first epoch ended")
 
     def _drop_training_state(self):
         """Forget what only training needs, so fitted models stay small and hold no data.
@@ -476,6 +590,8 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                 callback.best_model_weights_ = None
             if isinstance(callback, LRScheduler):
                 callback.lr_scheduler_ = None  # refers to the optimizer, pickled apart from the net
+            if isinstance(callback, TrainingCheckpoint):
+                callback.release()
         self.net_.optimizer_.state.clear()
         # (skorch keeps these as plain attributes; set_params would re-initialise the net.)
         self.net_.train_split = None

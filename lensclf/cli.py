@@ -7,7 +7,8 @@ the work can also be driven from Python; :func:`main` only parses arguments and
 turns errors into one-line messages.
 
 Exit codes: 0 success, 1 a data, model or file problem (one line on stderr;
-``--debug`` shows the traceback), 2 bad usage.
+``--debug`` shows the traceback), 2 bad usage, 130 / 143 ``train`` interrupted
+by SIGINT / SIGTERM (the best model so far is saved; ``--resume`` continues).
 """
 
 import argparse
@@ -15,7 +16,11 @@ import csv
 import math
 import os
 import re
+import shlex
+import shutil
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -44,8 +49,10 @@ __all__ = [
     "DEMO_FAST_EPOCHS",
     "DEMO_FAST_SIZES",
     "DEMO_SIZES",
+    "CHECKPOINT_DIR_NAME",
     "MODEL_FILE_NAME",
     "PREDICT_CHUNK_SIZE",
+    "TrainingInterrupted",
     "main",
     "run_demo",
     "run_evaluate",
@@ -56,6 +63,9 @@ __all__ = [
 
 #: Name of the model file written by ``train`` and ``demo``.
 MODEL_FILE_NAME = "model.safetensors"
+#: Folder of ``train``'s epoch checkpoint and saved parameters, removed when the run completes.
+CHECKPOINT_DIR_NAME = "checkpoint"
+_PARAMS_FILE_NAME = "params.json"
 #: Simulated set of ``lensclf demo`` (mild imbalance, 1:3, so the test AUC means something).
 DEMO_SIZES = {"n_train_lenses": 1000, "n_train_nonlenses": 3000, "n_test_lenses": 300, "n_test_nonlenses": 900}
 #: Training epochs of ``lensclf demo``.
@@ -198,26 +208,79 @@ def _load_split(data_dir, split, errors, cache=None):
 # --------------------------------------------------------------------------- train
 
 
-def train_classifier(X, y, params, quiet=False):
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM; ``signum`` says which."""
+
+    def __init__(self, message="", signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+class _StopOnSignals:
+    """Within the block, SIGINT and SIGTERM raise :class:`TrainingInterrupted` (noting which came).
+
+    skorch ends training at the end of the current batch on a ``KeyboardInterrupt``
+    and keeps the best weights so far. The previous handlers are restored on exit.
+    """
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+        raise TrainingInterrupted(f"received signal {signum}", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+        return False
+
+
+def train_classifier(X, y, params, quiet=False, checkpoint_dir=None, resume=False):
     """Fit a :class:`LensClassifier` with ``params`` (verbose unless ``quiet``)."""
-    clf = LensClassifier(**{**params, "verbose": 0 if quiet else 1})
-    return clf.fit(X, y)
+    clf = LensClassifier(**{**params, "verbose": 0 if quiet else 1, "checkpoint_dir": checkpoint_dir})
+    return clf.fit(X, y, resume=resume)
 
 
-def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, overwrite=False, quiet=False):
+def _resume_command(data_dir, run_dir):
+    return f"lensclf train {shlex.quote(data_dir)} --out {shlex.quote(run_dir)} --resume"
+
+
+def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, overwrite=False, quiet=False,
+              resume=False):
     """Train a lens classifier on the ``train`` split of a DeepLense-layout folder.
 
     Writes ``model.safetensors`` (the best weights), ``history.csv``,
-    ``history.json`` and ``history.png`` into ``run_dir``.
+    ``history.json`` and ``history.png`` into ``run_dir``. While training, the
+    folder ``run_dir/checkpoint`` holds the parameters and the last epoch's
+    checkpoint; it is removed when the run completes.
+
+    SIGINT (Ctrl-C) or SIGTERM ends training after the current batch: the
+    best model so far and the history are still saved, a line says how to
+    resume, and :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is
+    raised; ``lensclf train`` then exits with 130 or 143.
 
     Parameters
     ----------
     data_dir : str or path-like
         Folder with ``train_lenses/`` and ``train_nonlenses/`` (and possibly the test folders).
     run_dir : str or path-like
-        Output folder; must be missing or empty unless ``overwrite``.
+        Output folder; must be missing or empty unless ``overwrite`` or ``resume``.
     params : dict, optional
-        :class:`LensClassifier` parameters (``verbose`` is set from ``quiet``).
+        :class:`LensClassifier` parameters (``verbose`` is set from ``quiet``);
+        ignored with ``resume``, which uses those the run started with.
     errors : {"raise", "skip"}, default="raise"
         Bad data files stop the run, or are listed on stderr and left out.
     cache : bool, default=False
@@ -226,15 +289,35 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
         Write into a non-empty ``run_dir``, replacing earlier outputs.
     quiet : bool, default=False
         Print nothing but errors and skipped files.
+    resume : bool, default=False
+        Continue the interrupted run in ``run_dir`` from its last epoch
+        checkpoint; on CPU the result is the same as without interruption.
 
     Returns
     -------
     LensClassifier
         The fitted classifier.
     """
+    import json
+
     params = dict(params or {})
     data_dir, run_dir = os.fspath(data_dir), os.fspath(run_dir)
-    _check_out_dir(run_dir, overwrite, "Run folder")
+    checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR_NAME)
+    params_path = os.path.join(checkpoint_dir, _PARAMS_FILE_NAME)
+    if resume:
+        if overwrite:
+            raise ValueError("--resume continues a run and --overwrite starts a new one: choose one.")
+        if not os.path.isfile(params_path):
+            raise FileNotFoundError(
+                f"Nothing to resume in {run_dir!r}: {params_path!r} is missing (the run completed, was "
+                "stopped before its first epoch ended, or was not made by 'lensclf train').")
+        try:
+            with open(params_path, encoding="utf-8") as handle:
+                params = json.load(handle)["params"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{params_path}: unreadable run parameters ({exc}).") from exc
+    else:
+        _check_out_dir(run_dir, overwrite, "Run folder")
     X, y, _, _ = _load_split(data_dir, "train", errors, cache=cache or None)
     n_lenses = int(np.count_nonzero(y == 1))
     _say(f"data: {data_dir}", quiet)
@@ -245,9 +328,23 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
         _say(f"  test:  {test_counts[0]:,} lenses, {test_counts[1]:,} non-lenses (files counted, not loaded)", quiet)
     _say(f"device: {_resolve_device(params.get('device', 'auto'))}", quiet)
 
-    clf = train_classifier(X, y, params, quiet=quiet)
+    if resume:
+        _say(f"resuming the run in {run_dir}", quiet)
+    else:
+        if overwrite and os.path.isdir(checkpoint_dir):
+            shutil.rmtree(checkpoint_dir)
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        atomic_save_json(params_path, {"data_dir": os.path.abspath(data_dir), "params": params})
+    with _StopOnSignals() as stopper:
+        try:
+            clf = train_classifier(X, y, params, quiet=quiet, checkpoint_dir=checkpoint_dir, resume=resume)
+        except KeyboardInterrupt as exc:
+            signum = stopper.signum or getattr(exc, "signum", signal.SIGINT)
+            print(f"interrupted before the first epoch ended; nothing saved. Start again with: lensclf train "
+                  f"{shlex.quote(data_dir)} --out {shlex.quote(run_dir)} --overwrite", file=sys.stderr, flush=True)
+            raise TrainingInterrupted("training interrupted before its first epoch ended", signum) from None
+    interrupted = stopper.signum
 
-    os.makedirs(run_dir, exist_ok=True)
     model_path = os.path.join(run_dir, MODEL_FILE_NAME)
     training_data = {
         "data_dir": os.path.abspath(data_dir),
@@ -255,13 +352,18 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
         "n_lenses": n_lenses,
         "n_nonlenses": int(len(y) - n_lenses),
     }
-    save_model(clf, model_path, overwrite=overwrite, training_data=training_data)
+    save_model(clf, model_path, overwrite=overwrite or resume, training_data=training_data)
     _write_history(run_dir, clf.history_)
     if "valid_auc" in clf.history_[-1]:
         best_auc = clf.history_[clf.best_epoch_ - 1, "valid_auc"]
         _say(f"best epoch: {clf.best_epoch_} of {len(clf.history_)} (validation ROC AUC {best_auc:.4f})", quiet)
     _say(f"model: {model_path}", quiet)
     _say(f"history: {os.path.join(run_dir, 'history.csv')} (.json, .png)", quiet)
+    if interrupted is not None:
+        print(f"interrupted after epoch {len(clf.history_)} of {clf.max_epochs}; best model saved to "
+              f"{model_path}; resume with: {_resume_command(data_dir, run_dir)}", file=sys.stderr, flush=True)
+        raise TrainingInterrupted(f"training interrupted after epoch {len(clf.history_)}", interrupted)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return clf
 
 
@@ -747,6 +849,8 @@ def build_parser():
     train.add_argument("--cache", action="store_true",
                        help="cache the loaded split in $LENSCLF_CACHE_DIR or ~/.cache/lensclf")
     train.add_argument("--overwrite", action="store_true", help="write into a non-empty RUN_DIR")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in RUN_DIR from its last epoch, with its parameters")
     train.add_argument("--quiet", action="store_true", help="no progress bars or epoch table")
     _add_debug(train, True)
 
@@ -829,7 +933,7 @@ def _dispatch(args):
             "early_stopping": args.early_stopping, "augment": not args.no_augment,
         }
         run_train(args.data_dir, args.out, params, errors=args.errors, cache=args.cache,
-                  overwrite=args.overwrite, quiet=args.quiet)
+                  overwrite=args.overwrite, quiet=args.quiet, resume=args.resume)
     elif args.command == "evaluate":
         run_evaluate(args.model, args.data_dir, args.out, split=args.split, tta=args.tta, prior=args.prior,
                      threshold=args.threshold, errors=args.errors, device=args.device,
@@ -858,7 +962,8 @@ def main(argv=None):
     Returns
     -------
     int
-        The exit code: 0 success, 1 a data, model or file problem, 2 bad usage.
+        The exit code: 0 success, 1 a data, model or file problem, 2 bad usage,
+        130 or 143 training interrupted by SIGINT or SIGTERM.
         (``--help``, ``--version`` and argparse's usage errors exit through
         ``SystemExit``, with codes 0 and 2.)
     """
@@ -866,6 +971,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         _dispatch(args)
+    except KeyboardInterrupt as exc:
+        # 128 + the signal number, as a shell reports a process ended by it
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except (LensDataError, ValueError, OSError) as exc:
         if args.debug:
             raise
