@@ -156,6 +156,36 @@ def atomic_write(path, mode="wb", **open_kwargs):
     _fsync_directory(directory)
 
 
+def check_output_folder(path, overwrite, what="Output folder", how_to_overwrite="pass overwrite=True"):
+    """Refuse a file, or (unless ``overwrite``) a non-empty folder, where an output folder is to go.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output folder; it may not exist yet.
+    overwrite : bool
+        Whether writing into a non-empty folder is allowed.
+    what : str
+        How the folder is called in the message (e.g. ``"Report folder"``).
+    how_to_overwrite : str
+        What the user does to allow it (``"pass --overwrite"`` on the command line).
+
+    Returns
+    -------
+    str
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{what} {path!r} exists and is not a folder.")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise FileExistsError(
+            f"{what} {path!r} exists and is not empty; {how_to_overwrite} to write into it, "
+            "or choose another folder."
+        )
+    return path
+
+
 def _json_default(value):
     """JSON form of numpy scalars and arrays and of paths (for ``json.dump``)."""
     if isinstance(value, np.generic):

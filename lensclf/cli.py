@@ -40,7 +40,7 @@ from . import (
     write_lens_dir,
     write_report,
 )
-from ._io import atomic_save_json, atomic_write  # the library's atomic file writing (tempfile + os.replace)
+from ._io import atomic_save_json, atomic_write, check_output_folder  # atomic writes, output checks
 from .simulate import DIFFICULTIES
 
 __all__ = [
@@ -115,17 +115,6 @@ def _count_npy(folder):
         return None
     with os.scandir(folder) as entries:
         return sum(1 for e in entries if e.name.lower().endswith(".npy") and not e.name.startswith("."))
-
-
-def _check_out_dir(path, overwrite, what="Output folder"):
-    """Refuse a file or a non-empty folder at ``path`` unless ``overwrite``."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{what} {path!r} exists and is not a folder.")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(
-            f"{what} {path!r} exists and is not empty; pass --overwrite to write into it, or choose another folder."
-        )
 
 
 def _report_skipped(skipped):
@@ -317,7 +306,7 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{params_path}: unreadable run parameters ({exc}).") from exc
     else:
-        _check_out_dir(run_dir, overwrite, "Run folder")
+        check_output_folder(run_dir, overwrite, "Run folder", "pass --overwrite")
     X, y, _, _ = _load_split(data_dir, "train", errors, cache=cache or None)
     n_lenses = int(np.count_nonzero(y == 1))
     _say(f"data: {data_dir}", quiet)
@@ -412,7 +401,7 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
         The metrics (as in ``metrics.json``).
     """
     data_dir, report_dir = os.fspath(data_dir), os.fspath(report_dir)
-    _check_out_dir(report_dir, overwrite, "Report folder")
+    check_output_folder(report_dir, overwrite, "Report folder", "pass --overwrite")
     clf = _load_model(model_path, device=device, tta=tta or None, prior=prior, threshold=threshold)
     X, y, paths, _ = _load_split(data_dir, split, errors)
     scores = _score(clf, X, quiet=quiet)
@@ -663,7 +652,7 @@ def run_demo(out_dir="lensclf-demo", *, fast=False, overwrite=False, quiet=False
         The test metrics (as in ``report/metrics.json``).
     """
     out_dir = os.fspath(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_output_folder(out_dir, overwrite, how_to_overwrite="pass --overwrite")
     sizes, epochs = (DEMO_FAST_SIZES, DEMO_FAST_EPOCHS) if fast else (DEMO_SIZES, DEMO_EPOCHS)
     data_dir = os.path.join(out_dir, "data")
     report_dir = os.path.join(out_dir, "report")

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ._io import atomic_write as _atomic_file
+from ._io import check_output_folder
 from .metrics import evaluate_scores, predict_from_scores
 from .plots import (
     _history_columns,
@@ -49,19 +50,6 @@ def _save_figure(fig, path):
             fig.savefig(handle, format="png", dpi=120)
     finally:
         plt.close(fig)
-
-
-def _prepare_out_dir(out_dir, overwrite):
-    out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise FileExistsError(f"Report folder {out_dir!r} exists and is not a folder.")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(
-            f"Report folder {out_dir!r} exists and is not empty; pass overwrite=True to "
-            "replace the report in it, or choose another folder."
-        )
-    os.makedirs(out_dir, exist_ok=True)
-    return out_dir
 
 
 def write_report(
@@ -157,7 +145,8 @@ def write_report(
     if history is not None:
         _history_columns(history)  # raises on a malformed history before anything is written
 
-    out_dir = _prepare_out_dir(out_dir, overwrite)
+    out_dir = check_output_folder(out_dir, overwrite, "Report folder")
+    os.makedirs(out_dir, exist_ok=True)
     path = lambda name: os.path.join(out_dir, name)  # noqa: E731
 
     with _atomic_file(path("metrics.json"), "w", encoding="utf-8") as handle:
