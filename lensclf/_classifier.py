@@ -95,19 +95,14 @@ def _as_images(X):
     return images
 
 
-def _check_finite(X, indices=None):
+def _check_finite(X):
     """Raise a ValueError naming the first images with NaN or infinite pixels."""
     if not isinstance(X, np.ndarray):
         return  # lazily loaded files are validated as they are read
-    rows = np.arange(len(X)) if indices is None else np.asarray(indices)
     bad = []
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start:start + _CHUNK]
-        block = X[np.sort(chunk)] if indices is not None else X[chunk[0]:chunk[-1] + 1]
-        finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
-        if not finite.all():
-            ordered = np.sort(chunk) if indices is not None else chunk
-            bad.extend(ordered[~finite].tolist())
+    for start in range(0, len(X), _CHUNK):
+        finite = np.isfinite(X[start:start + _CHUNK]).reshape(-1, int(np.prod(X.shape[1:]))).all(axis=1)
+        bad.extend((start + np.flatnonzero(~finite)).tolist())
     if bad:
         raise ValueError(
             f"X contains NaN or infinite pixels in {len(bad)} image(s), e.g. at index {bad[:5]}. "
