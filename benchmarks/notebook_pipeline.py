@@ -1,0 +1,151 @@
+"""A faithful re-creation of the DeepLense-style notebook pipeline, as the baseline for run_all.py.
+
+What the notebook does, and this module does the same way:
+
+- a torch ``Dataset`` that lists the class folders and ``np.load``s one file per
+  ``__getitem__`` (every epoch, from disk);
+- per-sample torchvision transforms in ``__getitem__``: ``torch.from_numpy``,
+  ``Resize((224, 224))``, ``RandomHorizontalFlip``, ``RandomRotation(10)``,
+  ``Normalize`` with the ImageNet mean/std (``ToPILImage`` does not accept
+  3-band float arrays in [0, 1], so the tensor versions of the same transforms
+  are used);
+- ``DataLoader(batch_size=64, shuffle=True, num_workers=0)``;
+- torchvision ``resnet18`` with a one-logit head, ``Adam(lr=1e-4)``,
+  ``BCEWithLogitsLoss``, a plain training loop.
+
+The notebook starts from ImageNet weights; this machine has no internet, so the
+network starts from random weights (``weights=None``). That changes the AUC it
+reaches, not its speed.
+"""
+
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import models, transforms
+
+__all__ = ["NotebookLensDataset", "notebook_model", "train_notebook", "notebook_scores"]
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def train_transform():
+    """The notebook's training transforms (per sample)."""
+    return transforms.Compose([
+        transforms.Resize((224, 224), antialias=True),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomRotation(10),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def test_transform():
+    """The notebook's evaluation transforms (per sample, no augmentation)."""
+    return transforms.Compose([
+        transforms.Resize((224, 224), antialias=True),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class NotebookLensDataset(Dataset):
+    """One ``np.load`` per item from a DeepLense-layout folder, then per-sample transforms.
+
+    Parameters
+    ----------
+    root : str
+        Folder holding ``{split}_lenses/`` and ``{split}_nonlenses/``.
+    split : {"train", "test"}
+    transform : callable or None
+    """
+
+    def __init__(self, root, split="train", transform=None):
+        self.transform = transform
+        self.items = []
+        for folder, label in ((f"{split}_lenses", 1), (f"{split}_nonlenses", 0)):
+            path = os.path.join(root, folder)
+            for name in sorted(os.listdir(path)):
+                if name.endswith(".npy"):
+                    self.items.append((os.path.join(path, name), label))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        image = torch.from_numpy(np.load(path).astype(np.float32))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, torch.tensor(label, dtype=torch.float32)
+
+
+def notebook_model(seed=0):
+    """torchvision ResNet18 (random weights) with a one-logit head."""
+    torch.manual_seed(seed)
+    model = models.resnet18(weights=None)
+    model.fc = torch.nn.Linear(model.fc.in_features, 1)
+    return model
+
+
+def notebook_scores(model, root, split="test", batch_size=64):
+    """Scores (sigmoid of the logit) and labels on a split, as the notebook evaluates."""
+    loader = DataLoader(NotebookLensDataset(root, split, test_transform()), batch_size=batch_size,
+                        shuffle=False, num_workers=0)
+    model.eval()
+    scores, labels = [], []
+    with torch.inference_mode():
+        for images, y in loader:
+            scores.append(torch.sigmoid(model(images).squeeze(1)).numpy())
+            labels.append(y.numpy())
+    model.train()
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def train_notebook(root, *, max_batches=None, budget_s=None, max_epochs=10**6, batch_size=64, lr=1e-4,
+                   seed=0, on_epoch_end=None):
+    """Train the notebook pipeline on ``root``'s train split.
+
+    Stops after ``max_batches`` batches or when ``budget_s`` wall-clock seconds of
+    training have been spent (checked after every batch), whichever comes first.
+    ``on_epoch_end(model, epoch, train_s)`` is called after each complete epoch;
+    its own time is not counted as training time.
+
+    Returns
+    -------
+    model : torch.nn.Module
+    stats : dict
+        ``images`` seen, ``batches``, ``epochs_completed``, ``train_s`` (training
+        wall-clock seconds, excluding ``on_epoch_end``).
+    """
+    torch.manual_seed(seed)
+    model = notebook_model(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loader = DataLoader(NotebookLensDataset(root, "train", train_transform()), batch_size=batch_size,
+                        shuffle=True, num_workers=0)
+    model.train()
+    images = batches = epochs = 0
+    train_s = 0.0
+    done = False
+    for epoch in range(max_epochs):
+        start = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x).squeeze(1), y)
+            loss.backward()
+            optimizer.step()
+            images += len(x)
+            batches += 1
+            elapsed = train_s + time.perf_counter() - start
+            if (max_batches is not None and batches >= max_batches) or (budget_s is not None and elapsed >= budget_s):
+                done = True
+                break
+        train_s += time.perf_counter() - start
+        if done:
+            break
+        epochs += 1
+        if on_epoch_end is not None:
+            on_epoch_end(model, epochs, train_s)
+    return model, dict(images=images, batches=batches, epochs_completed=epochs, train_s=train_s)
