@@ -586,7 +586,7 @@ def run_predict(model_path, inputs, out_csv, *, tta=False, prior=None, batch_siz
             if item[0] == "stack":
                 _, path, n_rows = item
                 try:
-                    stack = open_lens_stack(path)
+                    open_lens_stack(path)
                 except LensDataError as exc:  # e.g. truncated: the header alone looked fine
                     if errors == "raise":
                         raise
@@ -595,7 +595,11 @@ def run_predict(model_path, inputs, out_csv, *, tta=False, prior=None, batch_siz
                     continue
                 for start in range(0, n_rows, PREDICT_CHUNK_SIZE):
                     stop = min(start + PREDICT_CHUNK_SIZE, n_rows)
+                    # A fresh memory map per chunk: pages read earlier are unmapped with the old map, so the
+                    # resident memory stays at one chunk instead of growing with the stack.
+                    stack = open_lens_stack(path)
                     rows, scores = _score_stack(clf, stack, path, start, stop, errors, skipped)
+                    del stack
                     writer.writerows([path, int(i), repr(float(s))] for i, s in zip(rows, scores))
                     n_scored += len(rows)
                     bar.update(stop - start)
