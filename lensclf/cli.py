@@ -697,34 +697,23 @@ def run_demo(out_dir="lensclf-demo", *, fast=False, overwrite=False, quiet=False
 # --------------------------------------------------------------------------- argument parsing
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer(accept, what):
+    """An argparse type: an integer for which ``accept(value)`` holds, else "expected {what}"."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _jobs(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (-1 = all cores), got {text!r}") from None
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a non-zero integer (-1 = all cores), got 0")
-    return value
+_positive_int = _integer(lambda v: v >= 1, "a positive integer")
+_count = _integer(lambda v: v >= 0, "a non-negative integer")
+_jobs = _integer(lambda v: v != 0, "a non-zero integer (-1 = all cores)")
 
 
 def _number(low, high, low_open, high_open, what):
