@@ -22,6 +22,13 @@ ARCHITECTURES = {
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
 }
 
+#: How many of the ResNet's five stages (stem, layer1 ... layer4) run in the
+#: channels-last memory format on CPU. Measured on a 2-core AVX-512 CPU with
+#: ``benchmarks/bench_memory_format.py``: channels-last is faster for the large
+#: early feature maps (vectorised max-pool, batch norm, ReLU) and slower for the
+#: 4x4 and 2x2 maps of layer3 and layer4, in training and in inference.
+CPU_CHANNELS_LAST_STAGES = 3
+
 #: Input stems: ``"standard"`` is torchvision's (7x7 stride-2 conv, max-pool);
 #: ``"small"`` is the variant for small images (3x3 stride-1 conv, no max-pool).
 STEMS = ("standard", "small")
@@ -193,4 +200,25 @@ class LensNet(nn.Module):
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size),
                               mode="bilinear", align_corners=False)
-        return self.backbone(x).squeeze(-1)
+        return self.run_backbone(x).squeeze(-1)
+
+    def stages(self):
+        """The backbone's five stages in order: stem (conv, norm, ReLU, pool), layer1 ... layer4."""
+        b = self.backbone
+        return [(b.conv1, b.bn1, b.relu, b.maxpool), (b.layer1,), (b.layer2,), (b.layer3,), (b.layer4,)]
+
+    def run_backbone(self, x, channels_last_stages=None):
+        """The ResNet forward pass, with the first stages in channels-last memory format on CPU.
+
+        Same arithmetic as ``self.backbone(x)``; only the memory layout of the
+        intermediate feature maps differs (see :data:`CPU_CHANNELS_LAST_STAGES`).
+        """
+        if channels_last_stages is None:
+            channels_last_stages = CPU_CHANNELS_LAST_STAGES if x.device.type == "cpu" else 0
+        for index, stage in enumerate(self.stages()):
+            layout = torch.channels_last if index < channels_last_stages else torch.contiguous_format
+            x = x.contiguous(memory_format=layout)
+            for layer in stage:
+                x = layer(x)
+        b = self.backbone
+        return b.fc(torch.flatten(b.avgpool(x), 1))

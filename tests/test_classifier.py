@@ -50,6 +50,18 @@ def test_fitted_attributes(fitted_ring_model, ring_data):
     np.testing.assert_allclose(clf.channel_mean_, X.mean(axis=(0, 2, 3)), atol=0.02)
 
 
+def test_named_optimizers_use_the_fused_step_where_torch_has_it(fitted_ring_model):
+    from lensclf._classifier import _fused_supported
+
+    optimizer = fitted_ring_model.net_.optimizer_
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["weight_decay"] == fitted_ring_model.weight_decay
+    # torch >= 2.4 has fused Adam on CPU; with it, the fit must use it.
+    supported = _fused_supported(torch.optim.Adam, "cpu")
+    assert supported == (tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
+    assert bool(optimizer.defaults.get("fused")) == supported
+
+
 def test_predict_uses_threshold(fitted_ring_model, ring_data):
     _, _, X_test, _ = ring_data
     p = fitted_ring_model.predict_proba(X_test)[:, 1]

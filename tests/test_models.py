@@ -42,6 +42,28 @@ def test_standardisation_is_inside_the_network():
     np.testing.assert_allclose(seen["x"][0, :, 0, 0].numpy(), [0.0, -0.5, -1.0])
 
 
+@pytest.mark.parametrize("stem", ["standard", "small"])
+def test_memory_layout_of_the_stages_does_not_change_the_function(stem):
+    # The CPU fast path runs the first stages in channels-last layout; every layout gives the same
+    # network function. Training mode, float64 (exact up to rounding): outputs and gradients.
+    torch.manual_seed(0)
+    net = LensNet(stem=stem).double()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    reference = net.backbone(x).squeeze(-1)
+    reference.sum().backward()
+    reference_grad = net.backbone.conv1.weight.grad.clone()
+    for stages in range(6):
+        net.zero_grad()
+        out = net.run_backbone(x, channels_last_stages=stages).squeeze(-1)
+        out.sum().backward()
+        torch.testing.assert_close(out, reference, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(net.backbone.conv1.weight.grad, reference_grad, rtol=1e-7, atol=1e-9)
+    # Evaluation in float32 with the default (CPU: channels-last first stages) path.
+    net = net.float().eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x.float()), net.backbone(x.float()).squeeze(-1), rtol=1e-4, atol=1e-4)
+
+
 def test_weights_from_a_torchvision_checkpoint(tmp_path):
     reference = models.resnet18(weights=None)
     path = tmp_path / "resnet18-local.pth"
