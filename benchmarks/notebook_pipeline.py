@@ -104,20 +104,22 @@ def notebook_scores(model, root, split="test", batch_size=64):
 
 
 def train_notebook(root, *, max_batches=None, budget_s=None, max_epochs=10**6, batch_size=64, lr=1e-4,
-                   seed=0, on_epoch_end=None):
+                   seed=0, on_epoch_end=None, check_every_s=None, on_check=None):
     """Train the notebook pipeline on ``root``'s train split.
 
     Stops after ``max_batches`` batches or when ``budget_s`` wall-clock seconds of
     training have been spent (checked after every batch), whichever comes first.
-    ``on_epoch_end(model, epoch, train_s)`` is called after each complete epoch;
-    its own time is not counted as training time.
+    ``on_epoch_end(model, epoch, train_s)`` is called after each complete epoch, and
+    ``on_check(model, images, train_s)`` each time another ``check_every_s`` seconds
+    of training have passed (after the batch that crosses the mark) and once at the
+    end; the time they take is not counted as training time.
 
     Returns
     -------
     model : torch.nn.Module
     stats : dict
         ``images`` seen, ``batches``, ``epochs_completed``, ``train_s`` (training
-        wall-clock seconds, excluding ``on_epoch_end``).
+        wall-clock seconds, excluding the callbacks).
     """
     torch.manual_seed(seed)
     model = notebook_model(seed)
@@ -127,10 +129,20 @@ def train_notebook(root, *, max_batches=None, budget_s=None, max_epochs=10**6, b
                         shuffle=True, num_workers=0)
     model.train()
     images = batches = epochs = 0
-    train_s = 0.0
+    clock_start, excluded = time.perf_counter(), 0.0
+    next_check = check_every_s
+
+    def elapsed():
+        return time.perf_counter() - clock_start - excluded
+
+    def untimed(callback, *args):
+        nonlocal excluded
+        start = time.perf_counter()
+        callback(*args)
+        excluded += time.perf_counter() - start
+
     done = False
     for epoch in range(max_epochs):
-        start = time.perf_counter()
         for x, y in loader:
             optimizer.zero_grad()
             loss = loss_fn(model(x).squeeze(1), y)
@@ -138,14 +150,19 @@ def train_notebook(root, *, max_batches=None, budget_s=None, max_epochs=10**6, b
             optimizer.step()
             images += len(x)
             batches += 1
-            elapsed = train_s + time.perf_counter() - start
-            if (max_batches is not None and batches >= max_batches) or (budget_s is not None and elapsed >= budget_s):
+            now = elapsed()
+            if (max_batches is not None and batches >= max_batches) or (budget_s is not None and now >= budget_s):
                 done = True
                 break
-        train_s += time.perf_counter() - start
+            if on_check is not None and next_check is not None and now >= next_check:
+                untimed(on_check, model, images, now)
+                next_check += check_every_s
         if done:
             break
         epochs += 1
         if on_epoch_end is not None:
-            on_epoch_end(model, epochs, train_s)
+            untimed(on_epoch_end, model, epochs, elapsed())
+    train_s = elapsed()
+    if on_check is not None:
+        untimed(on_check, model, images, train_s)
     return model, dict(images=images, batches=batches, epochs_completed=epochs, train_s=train_s)

@@ -216,7 +216,9 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         ``"auto"`` uses CUDA when available; resolved in ``fit`` into ``device_``.
     random_state : int or None, default=None
         Seed for initialisation, splitting, sampling and augmentation; the same
-        seed on the same machine gives the same predictions.
+        seed on the same machine gives the same predictions on CPU. On a GPU,
+        some kernels (max-pool's backward pass, cuDNN's algorithm choice) are
+        not deterministic, so fits agree closely but not bit for bit.
     verbose : int, default=1
         0: silent; 1: a progress bar per epoch and the epoch table.
     checkpoint_dir : str, path-like or None, default=None

@@ -23,7 +23,7 @@ from lensclf import LensClassifier, LensDataError, load_lens_dir
 from lensclf import cli
 from lensclf.cli import main
 
-from conftest import REAL_SAMPLE
+from conftest import REAL_SAMPLE, SCORE_TOLERANCE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -150,7 +150,7 @@ def test_evaluate_writes_a_report_with_the_models_scores(model, reference, tmp_p
     assert [row["name"] for row in rows] == [os.path.relpath(p, REAL_SAMPLE) for p in paths]
     assert rows[0]["name"] == os.path.join("test_lenses", "1.npy")
     expected = clf.predict_proba(X)[:, 1]
-    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, **SCORE_TOLERANCE)
     assert [int(row["label"]) for row in rows] == y.tolist()
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["threshold"] == 0.3
@@ -164,7 +164,7 @@ def test_evaluate_with_prior_and_refusal_to_overwrite(model, reference, tmp_path
     code, _, err = run_cli(["evaluate", model, REAL_SAMPLE, "--out", report, "--prior", 0.01, "--quiet"])
     assert code == 0, err
     scores = [float(row["score"]) for row in read_csv(report / "scores.csv")]
-    np.testing.assert_allclose(scores, clone_with(clf, prior=0.01).predict_proba(X)[:, 1], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(scores, clone_with(clf, prior=0.01).predict_proba(X)[:, 1], **SCORE_TOLERANCE)
     assert json.loads((report / "metrics.json").read_text())["prior"] == 0.01
     before = (report / "scores.csv").read_bytes()
     code, _, err = run_cli(["evaluate", model, REAL_SAMPLE, "--out", report])
@@ -216,7 +216,7 @@ def test_predict_on_a_stack_a_folder_and_single_files(model, reference, tmp_path
     assert [row["source"] for row in rows] == [str(stack)] * 8 + lens_paths + [single]
     assert [row["index"] for row in rows] == [str(i) for i in range(8)] + [""] * 11
     expected = clf.predict_proba(np.concatenate([stack_images, X[:10], lensclf.read_lens_file(single)[None]]))
-    np.testing.assert_allclose([float(row["score"]) for row in rows], expected[:, 1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected[:, 1], **SCORE_TOLERANCE)
     assert "scored 19 cutout(s); skipped 0" in out
 
     code, _, err = run_cli(["predict", model, stack, "--out", out_csv])
@@ -232,7 +232,7 @@ def test_predict_with_tta_and_prior(model, reference, tmp_path):
     code, _, err = run_cli(["predict", model, stack, "--out", out_csv, "--tta", "--prior", 0.05, "--quiet"])
     assert code == 0, err
     expected = clone_with(clf, tta=True, prior=0.05).predict_proba(X[[0, 15]])[:, 1]
-    np.testing.assert_allclose([float(row["score"]) for row in read_csv(out_csv)], expected, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose([float(row["score"]) for row in read_csv(out_csv)], expected, **SCORE_TOLERANCE)
 
 
 def test_predict_skips_bad_files_with_errors_skip(model, reference, tmp_path):
@@ -263,7 +263,7 @@ def test_predict_skips_bad_files_with_errors_skip(model, reference, tmp_path):
     rows = read_csv(out_csv)
     assert [row["source"] for row in rows] == [str(folder / f"{i}.npy") for i in range(1, 5)]
     np.testing.assert_allclose([float(r["score"]) for r in rows], clf.predict_proba(X[:4])[:, 1],
-                               rtol=1e-5, atol=1e-7)
+                               **SCORE_TOLERANCE)
 
 
 def test_predict_stack_with_a_nan_row(model, reference, tmp_path):
@@ -280,7 +280,7 @@ def test_predict_stack_with_a_nan_row(model, reference, tmp_path):
     rows = read_csv(tmp_path / "b.csv")
     assert [row["index"] for row in rows] == ["0", "1", "3", "4"]
     np.testing.assert_allclose([float(r["score"]) for r in rows], clf.predict_proba(X[[0, 1, 3, 4]])[:, 1],
-                               rtol=1e-5, atol=1e-7)
+                               **SCORE_TOLERANCE)
 
 
 def test_predict_missing_input_and_empty_folder(model, tmp_path):
@@ -327,7 +327,7 @@ def test_demo_fast_end_to_end(tmp_path):
     X, _, _ = load_lens_dir(out_dir / "data", "test", return_paths=True)
     scores = [float(row["score"]) for row in read_csv(out_dir / "report" / "scores.csv")]
     np.testing.assert_allclose(scores, LensClassifier.load(out_dir / cli.MODEL_FILE_NAME).predict_proba(X)[:, 1],
-                               rtol=1e-5, atol=1e-7)
+                               **SCORE_TOLERANCE)
     code, _, err = run_cli(["demo", "--out", out_dir, "--fast"])
     assert code == 1 and "--overwrite" in err
 
