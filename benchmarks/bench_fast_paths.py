@@ -7,7 +7,7 @@ fixed batch) and inference images/s (``torch.inference_mode``, batch 256), at
 the native 64x64 input (``--size`` for others). ``channels_last_stages=k`` runs
 the first k of the five stages (stem, layer1 ... layer4) in channels-last
 memory format and the rest in the default layout; the weights stay as they
-are. Variants are interleaved and repeated (``--repeats``) so that drifts of the
+are. ``--probes`` adds bfloat16 autocast and ``torch.compile``. Variants are interleaved and repeated (``--repeats``) so that drifts of the
 machine hit all of them alike. Run it alone: other processes competing for the
 cores distort PyTorch timings.
 """
@@ -32,20 +32,25 @@ def forward(net, x, stages):
     return net.run_backbone(x, channels_last_stages=stages).squeeze(-1)
 
 
-def training_images_per_s(size, stages, fused, batch_size, steps):
+def training_images_per_s(size, stages, fused, batch_size, steps, bf16=False, compiled=False):
+    """Training images/s; ``bf16``: CPU autocast to bfloat16; ``compiled``: ``torch.compile`` (warm-up excluded)."""
     torch.manual_seed(0)
     net = LensNet(input_size=None if size == 64 else size)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4,
                                  **({"fused": True} if fused else {"foreach": True}))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     x, y = torch.rand(batch_size, 3, 64, 64), torch.randint(0, 2, (batch_size,)).float()
+    model = torch.compile(lambda inputs: forward(net, inputs, stages)) if compiled else (
+        lambda inputs: forward(net, inputs, stages))
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(forward(net, x, stages), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss_fn(logits.float(), y).backward()
         optimizer.step()
 
-    for _ in range(2):
+    for _ in range(3 if compiled else 2):
         step()
     start = time.perf_counter()
     for _ in range(steps):
@@ -69,17 +74,23 @@ def main():
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--probes", action="store_true",
+                        help="also measure bfloat16 autocast and torch.compile (needs a C++ compiler; slow to warm up)")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     training = {}  # (stages, fused, batch) -> list of img/s
     inference = {}
-    variants = [(k, True, 64) for k in range(6)] + [(3, False, 64), (0, False, 64), (3, True, 128), (0, True, 128)]
+    variants = [(k, True, 64, {}) for k in range(6)] + [
+        (3, False, 64, {}), (0, False, 64, {}), (3, True, 128, {}), (0, True, 128, {})]
+    if args.probes:
+        variants += [(3, True, 64, {"bf16": True}), (0, True, 64, {"bf16": True}),
+                     (3, True, 64, {"compiled": True}), (0, True, 64, {"compiled": True})]
     for _ in range(args.repeats):
-        for stages, fused, batch in variants:
-            key = f"channels_last_stages={stages} fused={fused} batch={batch}"
+        for stages, fused, batch, probe in variants:
+            key = f"channels_last_stages={stages} fused={fused} batch={batch}" + "".join(f" {p}" for p in probe)
             training.setdefault(key, []).append(
-                training_images_per_s(args.size, stages, fused, batch, args.steps))
+                training_images_per_s(args.size, stages, fused, batch, args.steps, **probe))
             print(f"train {key}: {training[key][-1]:.1f} img/s", file=sys.stderr, flush=True)
         for stages in range(6):
             key = f"channels_last_stages={stages}"
