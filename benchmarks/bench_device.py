@@ -10,7 +10,6 @@ loaders' ``pin_memory`` buys.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lensclf import LensClassifier, make_lenses  # noqa: E402
+from bench_throughput import emit_json  # noqa: E402
 
 
 def synchronize(device):
@@ -72,11 +72,7 @@ def main():
         result["batch64_copy_ms"] = {
             f"pinned={pinned} non_blocking={nb}": copy_ms(clf.device_, 64, pinned, nb)
             for pinned in (False, True) for nb in (False, True)}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``LensClassifier``: a scikit-learn estimator that trains a ResNet with skorch."""
 
+import functools
 import json
 import math
 import numbers
@@ -37,12 +38,12 @@ _OPTIMIZERS = {
 }
 
 
-
+@functools.lru_cache(maxsize=None)
 def _fused_supported(optimizer, device):
     """Whether ``optimizer(..., fused=True)`` works on ``device`` with this torch.
 
     The fused (single-kernel) Adam/AdamW/SGD steps are several times faster than
-    the per-tensor ones on CPU (benchmarks/bench_throughput.py); torch gained
+    the per-tensor ones on CPU (benchmarks/bench_fast_paths.py); torch gained
     them for CPU in 2.4, so older versions fall back to the default step.
     """
     try:

@@ -24,7 +24,7 @@ ARCHITECTURES = {
 
 #: How many of the ResNet's five stages (stem, layer1 ... layer4) run in the
 #: channels-last memory format on CPU. Measured on a 2-core AVX-512 CPU with
-#: ``benchmarks/bench_memory_format.py``: channels-last is faster for the large
+#: ``benchmarks/bench_fast_paths.py``: channels-last is faster for the large
 #: early feature maps (vectorised max-pool, batch norm, ReLU) and slower for the
 #: 4x4 and 2x2 maps of layer3 and layer4, in training and in inference.
 CPU_CHANNELS_LAST_STAGES = 3
