@@ -68,7 +68,8 @@ def main():
         # Measure the test AUC after every epoch through warm restarts would change the schedule;
         # instead use the validation AUC per epoch and the test AUC of the restored best model.
         original = clf._callbacks
-        clf._callbacks = lambda has_valid: original(has_valid) + [("cpu_clock", _CpuClock(start))]
+        clf._callbacks = lambda has_valid, checkpoint=None: (
+            original(has_valid, checkpoint) + [("cpu_clock", _CpuClock(start))])
         clf.fit(X, y)
         fit_cpu = time.process_time() - start
         fit_wall = time.perf_counter() - wall

@@ -1,0 +1,146 @@
+"""The tap-wise convolution backward pass: same gradients as torch's, used only where it applies."""
+
+import pickle
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+
+from lensclf._conv import MAX_TAP_POSITIONS, TapConv2d, tap_conv_backward, use_tap_backward
+from lensclf._models import LensNet, build_backbone
+
+
+def _reference_gradients(grad_output, x, weight, stride, padding):
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        grad_output, x, weight, None, list(stride), list(padding), [1, 1], False, [0, 0], 1,
+        [True, True, False])
+    return grad_x, grad_w
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    channels=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    batch=st.integers(1, 3),
+    channels_last=st.booleans(),
+)
+def test_tap_backward_equals_torchs_for_any_geometry(size, kernel, stride, padding, channels, batch,
+                                                     channels_last):
+    # Every tap is either inside the input for some output position, or only meets padding (or
+    # lies beyond the input, e.g. kernel 5 with stride 3): all must come out right.
+    if any(s + 2 * p < k for s, p, k in zip(size, padding, kernel)):
+        return  # no output position: not a valid convolution
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels[0], *size, dtype=torch.float64, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels[1], channels[0], *kernel, dtype=torch.float64, generator=generator)
+    out = F.conv2d(x, weight, stride=stride, padding=padding)
+    grad_output = torch.randn(out.shape, dtype=torch.float64, generator=generator)
+    expected_x, expected_w = _reference_gradients(grad_output, x, weight, stride, padding)
+    grad_x, grad_w = tap_conv_backward(grad_output, x, weight, stride, padding)
+    torch.testing.assert_close(grad_x, expected_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_w, expected_w, rtol=1e-12, atol=1e-12)
+    assert grad_w.is_contiguous()
+    assert grad_x.is_contiguous(memory_format=torch.contiguous_format if x.is_contiguous() else torch.channels_last)
+    only_x, no_w = tap_conv_backward(grad_output, x, weight, stride, padding, need_weight=False)
+    no_x, only_w = tap_conv_backward(grad_output, x, weight, stride, padding, need_input=False)
+    assert no_w is None and no_x is None
+    torch.testing.assert_close(only_x, expected_x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(only_w, expected_w, rtol=1e-12, atol=1e-12)
+
+
+def _grad_fn_names(tensor):
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("map_size, stride, expect_taps", [
+    (2, 1, True),    # layer4 at 64 px: 2x2 output
+    (4, 2, True),    # layer4's first, strided convolution: 4x4 -> 2x2
+    (3, 1, True),    # layer4 at 96 px: 3x3 output, still at most MAX_TAP_POSITIONS
+    (4, 1, False),   # layer3 at 64 px: 4x4 output, torch's own backward is faster
+])
+def test_tap_conv_trains_like_conv2d_and_only_on_small_maps(map_size, stride, expect_taps):
+    torch.manual_seed(0)
+    reference = nn.Conv2d(6, 5, 3, stride=stride, padding=1, bias=True).double()
+    tap = TapConv2d(6, 5, 3, stride=stride, padding=1, bias=True).double()
+    tap.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 6, map_size, map_size, dtype=torch.float64)
+    x_ref, x_tap = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref, out_tap = reference(x_ref), tap(x_tap)
+    assert ("_TapBackwardConv2dBackward" in _grad_fn_names(out_tap)) is expect_taps
+    assert (out_ref.shape[-1] * out_ref.shape[-2] <= MAX_TAP_POSITIONS) is expect_taps
+    torch.testing.assert_close(out_tap, out_ref, rtol=0, atol=0)  # forward: the same call
+    grad = torch.randn_like(out_ref)
+    out_ref.backward(grad)
+    out_tap.backward(grad)
+    for a, b in [(x_tap.grad, x_ref.grad), (tap.weight.grad, reference.weight.grad), (tap.bias.grad, reference.bias.grad)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_tap_conv_falls_back_where_it_does_not_apply():
+    conv = TapConv2d(4, 4, 3, padding=1)
+    x = torch.randn(2, 4, 2, 2)
+    with torch.no_grad():  # inference: torch's convolution
+        assert conv(x).grad_fn is None
+    conv.weight.requires_grad_(False)
+    conv.bias.requires_grad_(False)
+    assert conv(x).grad_fn is None  # nothing to differentiate
+    conv.weight.requires_grad_(True)
+    assert "_TapBackwardConv2dBackward" in _grad_fn_names(conv(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: torch's convolution
+        out = conv(x)
+    assert out.dtype == torch.bfloat16 and "_TapBackwardConv2dBackward" not in _grad_fn_names(out)
+    dilated = TapConv2d(4, 4, 3, padding=2, dilation=2)
+    assert "_TapBackwardConv2dBackward" not in _grad_fn_names(dilated(x))
+    grouped = TapConv2d(4, 4, 3, padding=1, groups=2)
+    assert "_TapBackwardConv2dBackward" not in _grad_fn_names(grouped(x))
+
+
+def test_use_tap_backward_keeps_parameters_state_and_random_stream():
+    torch.manual_seed(1)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    weight = plain[0].weight
+    rng_before = torch.get_rng_state()
+    converted = use_tap_backward(plain)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert converted is plain and converted[0].weight is weight
+    assert [type(m) for m in converted] == [TapConv2d, nn.BatchNorm2d, TapConv2d]
+    assert all(torch.equal(converted.state_dict()[k], v) for k, v in state.items())
+    restored = pickle.loads(pickle.dumps(converted))
+    assert type(restored[0]) is TapConv2d
+
+
+def test_resnet_backbone_trains_with_tap_convolutions_and_same_gradients():
+    # Every convolution of the backbone is a TapConv2d; a whole training step's gradients equal those
+    # of the same network with torch's convolution everywhere (float64: exact up to rounding).
+    backbone = build_backbone()
+    assert all(type(m) is TapConv2d for m in backbone.modules() if isinstance(m, nn.Conv2d))
+    torch.manual_seed(0)
+    net = LensNet().double()
+    plain = LensNet().double()
+    plain.load_state_dict(net.state_dict())
+    for module in plain.modules():
+        if type(module) is TapConv2d:
+            module.__class__ = nn.Conv2d
+    x = torch.randn(4, 3, 64, 64, dtype=torch.float64)
+    net(x).sum().backward()
+    plain(x).sum().backward()
+    assert "_TapBackwardConv2dBackward" in _grad_fn_names(net(x))
+    for (name, p), q in zip(net.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-12, msg=name)
