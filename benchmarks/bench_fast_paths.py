@@ -19,7 +19,6 @@ cores distort PyTorch timings.
 """
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -31,29 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from lensclf import _conv, _models  # noqa: E402
+from _harness import override  # noqa: E402
 from bench_throughput import emit_json, inference_images_per_s, training_images_per_s  # noqa: E402
-
-
-@contextlib.contextmanager
-def channels_last_stages(k):
-    """Run LensNet with its first ``k`` stages in channels-last layout (the library's knob)."""
-    saved = _models.CPU_CHANNELS_LAST_STAGES
-    _models.CPU_CHANNELS_LAST_STAGES = k
-    try:
-        yield
-    finally:
-        _models.CPU_CHANNELS_LAST_STAGES = saved
-
-
-@contextlib.contextmanager
-def tap_backward(enabled):
-    """Turn the tap-wise backward pass of small-map convolutions on or off."""
-    saved = _conv.MAX_TAP_POSITIONS
-    _conv.MAX_TAP_POSITIONS = saved if enabled else 0
-    try:
-        yield
-    finally:
-        _conv.MAX_TAP_POSITIONS = saved
 
 
 #: (in channels, out channels, input side, kernel, stride, padding): ResNet18's convolutions on
@@ -120,13 +98,14 @@ def main():
             key = f"channels_last_stages={stages} fused={fused} batch={batch}" + "".join(
                 f" {name}={int(value)}" if name == "taps" else f" {name}" for name, value in probe.items())
             probe = dict(probe)
-            with channels_last_stages(stages), tap_backward(probe.pop("taps", True)):
+            max_taps = _conv.MAX_TAP_POSITIONS if probe.pop("taps", True) else 0
+            with override(_models, "CPU_CHANNELS_LAST_STAGES", stages), override(_conv, "MAX_TAP_POSITIONS", max_taps):
                 speed = training_images_per_s(args.size, batch, args.steps, fused=fused, **probe)
             training.setdefault(key, []).append(speed)
             print(f"train {key}: {training[key][-1]:.1f} img/s", file=sys.stderr, flush=True)
         for stages in range(6):
             key = f"channels_last_stages={stages}"
-            with channels_last_stages(stages):
+            with override(_models, "CPU_CHANNELS_LAST_STAGES", stages):
                 inference.setdefault(key, []).append(inference_images_per_s(args.size))
             print(f"infer {key}: {inference[key][-1]:.1f} img/s", file=sys.stderr, flush=True)
 

@@ -23,21 +23,13 @@ import time
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from skorch.callbacks import Callback
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 from lensclf import LensClassifier, load_lens_dir, write_lens_dir  # noqa: E402
-
-
-def _auc(module, X, y, batch_size=500):
-    module.eval()
-    scores = []
-    with torch.inference_mode():
-        for s in range(0, len(X), batch_size):
-            scores.append(module(torch.from_numpy(X[s:s + batch_size])).reshape(-1).numpy())
-    module.train()
-    return roc_auc_score(y, np.concatenate(scores))
+from _harness import add_callback, current_auc  # noqa: E402
 
 
 class _Probe(Callback):
@@ -57,7 +49,7 @@ class _Probe(Callback):
         if self.images >= self.next:
             t0 = time.perf_counter()
             self.records.append({"images": self.images, "train_s": t0 - self.start - self.excluded,
-                                 "test_auc": _auc(net.module_, self.X_test, self.y_test)})
+                                 "test_auc": current_auc(net.module_, self.X_test, self.y_test)})
             self.excluded += time.perf_counter() - t0
             self.next += self.every
             print(json.dumps(self.records[-1]), file=sys.stderr, flush=True)
@@ -91,8 +83,7 @@ def main():
         params[key.strip()] = ast.literal_eval(value.strip())
     clf = LensClassifier(**params)
     probe = _Probe(X_test, y_test, args.every, args.images)
-    original = clf._callbacks
-    clf._callbacks = lambda has_valid, checkpoint=None: original(has_valid, checkpoint) + [("probe", probe)]
+    add_callback(clf, "probe", probe)
     try:
         clf.fit(X, y)
     except KeyboardInterrupt:  # stopped before the first epoch ended

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from lensclf import _conv  # noqa: E402
 from lensclf._models import LensNet  # noqa: E402
 
 import bench_loading  # noqa: E402
+from _harness import add_callback, current_auc, override  # noqa: E402
 import bench_throughput  # noqa: E402
 import notebook_pipeline  # noqa: E402
 
@@ -182,14 +184,10 @@ def training_flops(model, size, batch=2, taps=False):
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    saved = _conv.MAX_TAP_POSITIONS
-    _conv.MAX_TAP_POSITIONS = saved if taps else 0
-    try:
-        model.train()
-        with FlopCounterMode(display=False) as counter:
-            model(torch.rand(batch, 3, size, size)).sum().backward()
-    finally:
-        _conv.MAX_TAP_POSITIONS = saved
+    model.train()
+    with override(_conv, "MAX_TAP_POSITIONS", _conv.MAX_TAP_POSITIONS if taps else 0), \
+            FlopCounterMode(display=False) as counter:
+        model(torch.rand(batch, 3, size, size)).sum().backward()
     return int(counter.get_total_flops()) // batch
 
 
@@ -220,18 +218,6 @@ def bench_limit(matmul_n, earlier=()):
 
 # 5. Time to quality ---------------------------------------------------------------------------------
 
-def _test_auc(module, X_test, y_test, batch_size=256):
-    """Test AUC of the network's current weights (evaluation mode; training mode restored after)."""
-    was_training = module.training
-    module.eval()
-    logits = []
-    with torch.inference_mode():
-        for s in range(0, len(X_test), batch_size):
-            logits.append(module(torch.from_numpy(X_test[s:s + batch_size])).reshape(-1).numpy())
-    module.train(was_training)
-    return float(roc_auc_score(y_test, np.concatenate(logits)))
-
-
 class _Budget(Callback):
     """Score the current weights on the test set every ``check_every_s`` training seconds and
     at each epoch end; stop when the budget is spent (or, with ``stop_auc``, once a check reaches it).
@@ -254,7 +240,7 @@ class _Budget(Callback):
     def record(self, net, when, **extra):
         train_s = self.elapsed()
         t0 = time.perf_counter()
-        auc = _test_auc(net.module_, self.X_test, self.y_test)
+        auc = current_auc(net.module_, self.X_test, self.y_test)
         self.records.append({"train_s": train_s, "images": self.images, "when": when, "test_auc": auc, **extra})
         self.excluded += time.perf_counter() - t0
 
@@ -284,8 +270,7 @@ def _train_lensclf_on_the_clock(root, budget_s, check_every_s, X_test, y_test, s
     X, y = load_lens_dir(root)
     clf = LensClassifier(max_epochs=10_000, verbose=0, random_state=seed)
     budget = _Budget(start, budget_s, check_every_s, X_test, y_test, records, stop_auc=stop_auc)
-    original = clf._callbacks
-    clf._callbacks = lambda has_valid, checkpoint=None: original(has_valid, checkpoint) + [("budget", budget)]
+    add_callback(clf, "budget", budget)
     try:
         clf.fit(X, y)
     except KeyboardInterrupt:  # the budget ended before the first epoch
@@ -348,8 +333,7 @@ def bench_time_to_quality(root, budget_s, X_test, y_test, checks=40, notebook_ch
     out["lensclf_s_to_notebook_auc"] = reached and reached["train_s"]
     out["lensclf_images_to_notebook_auc"] = reached and reached["images"]
     # Median over seeds; a seed that never reached the target counts as the whole budget and more.
-    times = sorted(r["train_s"] if r else float("inf") for r in first.values())
-    median = times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+    median = statistics.median(r["train_s"] if r else float("inf") for r in first.values())
     out["lensclf_s_to_notebook_auc_median"] = None if median == float("inf") else median
     out["lensclf_compute_fraction_to_notebook_auc"] = (
         None if median == float("inf") else median / budget_s)

@@ -23,6 +23,7 @@ from skorch.callbacks import Callback
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import lensclf  # noqa: E402
 from lensclf import LensClassifier, make_lenses  # noqa: E402
+from _harness import add_callback  # noqa: E402
 
 
 class _CpuClock(Callback):
@@ -67,9 +68,7 @@ def main():
         wall = time.perf_counter()
         # Measure the test AUC after every epoch through warm restarts would change the schedule;
         # instead use the validation AUC per epoch and the test AUC of the restored best model.
-        original = clf._callbacks
-        clf._callbacks = lambda has_valid, checkpoint=None: (
-            original(has_valid, checkpoint) + [("cpu_clock", _CpuClock(start))])
+        add_callback(clf, "cpu_clock", _CpuClock(start))
         clf.fit(X, y)
         fit_cpu = time.process_time() - start
         fit_wall = time.perf_counter() - wall

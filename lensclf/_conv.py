@@ -149,18 +149,22 @@ class TapConv2d(nn.Conv2d):
     most :data:`MAX_TAP_POSITIONS` positions, zero padding, no dilation, one group.
     """
 
-    def forward(self, x):
+    def _taps_apply(self, x):
+        """Whether this call takes the tap-wise backward pass (see the class docstring)."""
         if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
-            return super().forward(x)
+            return False
         if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1)
                 or self.padding_mode != "zeros" or isinstance(self.padding, str)
                 or x.dtype != self.weight.dtype or _autocast_enabled()):
-            return super().forward(x)
+            return False
         out_h = (x.shape[2] + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         out_w = (x.shape[3] + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
-        if out_h * out_w > MAX_TAP_POSITIONS:
-            return super().forward(x)
-        return _TapBackwardConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
+        return out_h * out_w <= MAX_TAP_POSITIONS
+
+    def forward(self, x):
+        if self._taps_apply(x):
+            return _TapBackwardConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
+        return super().forward(x)
 
 
 def use_tap_backward(module):
