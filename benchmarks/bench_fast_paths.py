@@ -1,4 +1,4 @@
-"""Measure the CPU fast paths one by one: memory format per ResNet stage, fused optimizer, batch size, tap-wise backward.
+"""Measure the CPU fast paths one by one: memory format per stage, fused optimizer, batch size, tap-wise backward, stem order.
 
     python benchmarks/bench_fast_paths.py --out benchmarks/_work/fast_paths.json
     python benchmarks/bench_fast_paths.py --convolutions   # backward pass per convolution shape
@@ -10,7 +10,8 @@ the first k of the five stages (stem, layer1 ... layer4) in channels-last
 memory format and the rest in the default layout (it sets the library's
 ``CPU_CHANNELS_LAST_STAGES``); the weights stay as they are. ``taps=0`` turns
 off the tap-wise backward pass of the small-map convolutions (``lensclf._conv``,
-by setting ``MAX_TAP_POSITIONS`` to 0). ``--probes`` adds bfloat16 autocast and
+by setting ``MAX_TAP_POSITIONS`` to 0); ``relu_first`` runs the stem's ReLU
+before its max-pool, as torchvision does (``POOL_BEFORE_RELU`` off). ``--probes`` adds bfloat16 autocast and
 ``torch.compile``. ``--convolutions`` times, instead, the backward pass of each
 convolution shape of the ResNet's last stages with torch's kernel and with the
 tap-wise one. Variants are interleaved and repeated
@@ -77,6 +78,8 @@ def main():
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--probes", action="store_true",
                         help="also measure bfloat16 autocast and torch.compile (needs a C++ compiler; slow to warm up)")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the default and the default with one fast path off (taps, pool before ReLU, layout)")
     parser.add_argument("--convolutions", action="store_true",
                         help="time the backward pass per convolution shape instead (torch's kernel vs taps)")
     parser.add_argument("--out")
@@ -89,7 +92,10 @@ def main():
     inference = {}
     variants = [(k, True, 64, {}) for k in range(6)] + [
         (3, False, 64, {}), (0, False, 64, {}), (3, True, 128, {}), (0, True, 128, {}),
-        (3, True, 64, {"taps": False}), (0, True, 64, {"taps": False})]
+        (3, True, 64, {"taps": False}), (0, True, 64, {"taps": False}), (3, True, 64, {"relu_first": True})]
+    if args.quick:  # the default against each of its fast paths turned off
+        variants = [(3, True, 64, {}), (3, True, 64, {"taps": False}), (3, True, 64, {"relu_first": True}),
+                    (0, True, 64, {})]
     if args.probes:
         variants += [(3, True, 64, {"bf16": True}), (0, True, 64, {"bf16": True}),
                      (3, True, 64, {"compiled": True}), (0, True, 64, {"compiled": True})]
@@ -99,11 +105,13 @@ def main():
                 f" {name}={int(value)}" if name == "taps" else f" {name}" for name, value in probe.items())
             probe = dict(probe)
             max_taps = _conv.MAX_TAP_POSITIONS if probe.pop("taps", True) else 0
-            with override(_models, "CPU_CHANNELS_LAST_STAGES", stages), override(_conv, "MAX_TAP_POSITIONS", max_taps):
+            pool_first = not probe.pop("relu_first", False)
+            with override(_models, "CPU_CHANNELS_LAST_STAGES", stages), \
+                    override(_conv, "MAX_TAP_POSITIONS", max_taps), override(_models, "POOL_BEFORE_RELU", pool_first):
                 speed = training_images_per_s(args.size, batch, args.steps, fused=fused, **probe)
             training.setdefault(key, []).append(speed)
             print(f"train {key}: {training[key][-1]:.1f} img/s", file=sys.stderr, flush=True)
-        for stages in range(6):
+        for stages in ([3] if args.quick else range(6)):
             key = f"channels_last_stages={stages}"
             with override(_models, "CPU_CHANNELS_LAST_STAGES", stages):
                 inference.setdefault(key, []).append(inference_images_per_s(args.size))

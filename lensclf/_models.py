@@ -31,6 +31,11 @@ ARCHITECTURES = {
 #: 4x4 and 2x2 maps of layer3 and layer4, in training and in inference.
 CPU_CHANNELS_LAST_STAGES = 3
 
+#: Whether the stem max-pools before its ReLU (the same function as torchvision's
+#: ReLU-then-pool, see :meth:`LensNet.stages`). Measured with
+#: ``benchmarks/bench_fast_paths.py`` (the ``relu_first`` variant).
+POOL_BEFORE_RELU = True
+
 #: Input stems: ``"standard"`` is torchvision's (7x7 stride-2 conv, max-pool);
 #: ``"small"`` is the variant for small images (3x3 stride-1 conv, no max-pool).
 STEMS = ("standard", "small")
@@ -207,9 +212,17 @@ class LensNet(nn.Module):
         return self.run_backbone(x).squeeze(-1)
 
     def stages(self):
-        """The backbone's five stages in order: stem (conv, norm, ReLU, pool), layer1 ... layer4."""
+        """The backbone's five stages in order: stem (conv, norm, pool, ReLU), layer1 ... layer4.
+
+        torchvision's stem applies ReLU, then max-pooling. The two commute exactly
+        (ReLU is non-decreasing, so the maximum of the rectified values is the
+        rectified maximum, and the gradient reaches the same positions), and
+        pooling first leaves ReLU and its backward pass a quarter of the pixels
+        (:data:`POOL_BEFORE_RELU`).
+        """
         b = self.backbone
-        return [(b.conv1, b.bn1, b.relu, b.maxpool), (b.layer1,), (b.layer2,), (b.layer3,), (b.layer4,)]
+        stem = (b.conv1, b.bn1, b.maxpool, b.relu) if POOL_BEFORE_RELU else (b.conv1, b.bn1, b.relu, b.maxpool)
+        return [stem, (b.layer1,), (b.layer2,), (b.layer3,), (b.layer4,)]
 
     def run_backbone(self, x, channels_last_stages=None):
         """The ResNet forward pass, with the first stages in channels-last memory format on CPU.

@@ -6,6 +6,7 @@ import torch
 from torchvision import models
 
 from lensclf import LensClassifier
+from lensclf import _models
 from lensclf._models import LensNet, build_backbone
 
 from conftest import make_ring_images
@@ -43,17 +44,19 @@ def test_standardisation_is_inside_the_network():
 
 
 @pytest.mark.parametrize("stem", ["standard", "small"])
-def test_memory_layout_of_the_stages_does_not_change_the_function(stem):
-    # The CPU fast path runs the first stages in channels-last layout; every layout gives the same
-    # network function. Training mode, float64 (exact up to rounding): outputs and gradients.
+def test_memory_layout_and_stem_order_do_not_change_the_function(stem, monkeypatch):
+    # The CPU fast path runs the first stages in channels-last layout, and the stem max-pools before
+    # its ReLU; every layout and both stem orders give torchvision's network function. Training mode,
+    # float64 (exact up to rounding): outputs and gradients.
     torch.manual_seed(0)
     net = LensNet(stem=stem).double()
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     reference = net.backbone(x).squeeze(-1)
     reference.sum().backward()
     reference_grad = net.backbone.conv1.weight.grad.clone()
-    for stages in range(6):
+    for stages, pool_first in [(k, True) for k in range(6)] + [(3, False)]:
         net.zero_grad()
+        monkeypatch.setattr(_models, "POOL_BEFORE_RELU", pool_first)
         out = net.run_backbone(x, channels_last_stages=stages).squeeze(-1)
         out.sum().backward()
         torch.testing.assert_close(out, reference, rtol=1e-9, atol=1e-9)
