@@ -112,37 +112,66 @@ def _as_images(X):
     return images
 
 
-def _check_finite(X):
-    """Raise a ValueError naming the first images with NaN or infinite pixels."""
-    if not isinstance(X, np.ndarray):
-        return  # lazily loaded files are validated as they are read
-    bad = []
-    for start in range(0, len(X), _CHUNK):
-        finite = np.isfinite(X[start:start + _CHUNK]).reshape(-1, int(np.prod(X.shape[1:]))).all(axis=1)
-        bad.extend((start + np.flatnonzero(~finite)).tolist())
+def _scan_images(X, indices):
+    """Check the images and return the per-channel mean and std over ``X[indices]``.
+
+    For an in-memory or memory-mapped array this is one pass over all of ``X``,
+    in chunks of rows: a :class:`ValueError` names the first images with NaN or
+    infinite pixels, and per-row sums of the pixels and of their squares (shifted
+    by a typical pixel value, so that large offsets cost no precision) give the
+    statistics of the rows in ``indices``. Lazily read files are validated as they
+    are read, and only the rows in ``indices`` are read here.
+
+    Returns
+    -------
+    mean, std : float32 arrays of shape (n_channels,)
+        A constant (or nearly constant) band gets std 1: it carries no information.
+    """
+    n_channels = X.shape[1]
+    pixels = int(np.prod(X.shape[2:]))
+    indices = np.asarray(indices)
+    if isinstance(X, np.ndarray):
+        chunks = (np.arange(start, min(start + _CHUNK, len(X))) for start in range(0, len(X), _CHUNK))
+        blocks = ((rows, np.asarray(X[rows[0]:rows[-1] + 1])) for rows in chunks)
+    else:
+        ordered = np.sort(indices)
+        chunks = (ordered[start:start + _CHUNK] for start in range(0, len(ordered), _CHUNK))
+        blocks = ((rows, np.asarray(X[rows], dtype=np.float32)) for rows in chunks)
+    selected = np.zeros(len(X), dtype=bool)
+    selected[indices] = True
+    # The shift: a typical value of each band, from the first few selected images.
+    head = np.asarray(X[np.sort(indices)[:16]], dtype=np.float32).reshape(-1, n_channels, pixels)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a band with no finite pixel
+        shift = np.nanmedian(np.where(np.isfinite(head), head, np.nan), axis=(0, 2))
+    shift = np.where(np.isfinite(shift), shift, 0.0).astype(np.float32)[:, None]
+    row_sums, row_squares, bad = [], [], []
+    for rows, block in blocks:
+        block = block.reshape(len(block), n_channels, pixels)
+        centred = block - shift
+        sums = centred.sum(axis=2, dtype=np.float64)
+        squares = np.einsum("ncp,ncp->nc", centred, centred).astype(np.float64)
+        suspect = np.flatnonzero(~np.isfinite(squares).all(axis=1))
+        for row in suspect:  # NaN or infinity, or a finite pixel too large to square in float32
+            if not np.isfinite(block[row]).all():
+                bad.append(int(rows[row]))
+                continue
+            wide = block[row].astype(np.float64) - shift
+            sums[row], squares[row] = wide.sum(axis=1), np.square(wide).sum(axis=1)
+        keep = selected[rows]
+        row_sums.append(sums[keep])
+        row_squares.append(squares[keep])
     if bad:
         raise ValueError(
             f"X contains NaN or infinite pixels in {len(bad)} image(s), e.g. at index {bad[:5]}. "
             "Remove or repair them (lensclf.load_lens_dir reports such files by name)."
         )
-
-
-def _channel_stats(X, indices):
-    """Per-channel mean and std over ``X[indices]``, robust to constant bands."""
-    n_channels = X.shape[1]
-    total = np.zeros(n_channels)
-    total_sq = np.zeros(n_channels)
-    count = 0
-    indices = np.sort(np.asarray(indices))
-    for start in range(0, len(indices), _CHUNK):
-        block = np.asarray(X[indices[start:start + _CHUNK]], dtype=np.float64)
-        total += block.sum(axis=(0, 2, 3))
-        total_sq += np.square(block).sum(axis=(0, 2, 3))
-        count += block.shape[0] * block.shape[2] * block.shape[3]
-    mean = total / count
-    var = np.maximum(total_sq / count - mean**2, 0.0)
+    # Summed in ascending row order, however the rows were read: the same statistics either way.
+    count = len(indices) * pixels
+    centred_mean = np.concatenate(row_sums).sum(axis=0) / count
+    var = np.maximum(np.concatenate(row_squares).sum(axis=0) / count - centred_mean**2, 0.0)
+    mean = centred_mean + shift[:, 0]
     std = np.sqrt(var)
-    # A constant (or nearly constant) band carries no information: leave its scale alone.
     scale = np.maximum(np.abs(mean), 1.0)
     std = np.where(std > 1e-6 * scale, std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
@@ -542,10 +571,10 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
             seed = int(restore["seed"])
             train_idx = restore["train_idx"].numpy()
             valid_idx = None if restore["valid_idx"] is None else restore["valid_idx"].numpy()
-        _check_finite(X)
+        mean, std = _scan_images(X, train_idx)
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         if restore is None:
-            self.channel_mean_, self.channel_std_ = _channel_stats(X, train_idx)
+            self.channel_mean_, self.channel_std_ = mean, std
         else:
             self.channel_mean_ = restore["channel_mean"].numpy()
             self.channel_std_ = restore["channel_std"].numpy()

@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from lensclf import LensClassifier
+from lensclf._classifier import _scan_images
 from lensclf._dataset import LensDataset, batch_as_is
 from lensclf._sampling import balanced_sampler
 from lensclf._transforms import BatchAugmenter, dihedral, dihedral_views
@@ -292,6 +293,31 @@ def test_constant_band_is_harmless():
     clf = LensClassifier(**FAST).fit(X, y)
     assert clf.channel_std_[1] == 1.0
     assert np.all(np.isfinite(clf.predict_proba(X)))
+
+
+def test_image_scan_statistics_match_float64_over_the_training_rows():
+    # One pass over all rows, statistics of the selected rows only: a large offset (sky level) costs
+    # no precision, a constant band gets std 1, a finite pixel too large to square in float32 is fine.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5000, 3, 16, 16), dtype=np.float32) * np.float32(0.5)
+    X += np.float32([1e4, 0.0, 0.0])[None, :, None, None]
+    X[:, 2] = 7.0
+    rows = rng.permutation(len(X))[:3000]
+    X[rows[0], 1, 0, 0] = 3e20
+    X[np.setdiff1d(np.arange(len(X)), rows)] *= 5  # other rows must not count
+    mean, std = _scan_images(X, rows)
+    reference = X[rows].astype(np.float64)
+    np.testing.assert_allclose(mean, reference.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(std[:2], reference.std(axis=(0, 2, 3))[:2], rtol=1e-5)
+    assert std[2] == 1.0 and mean.dtype == std.dtype == np.float32
+
+
+def test_image_scan_names_every_bad_image_in_or_out_of_the_training_rows():
+    X = np.ones((3000, 3, 8, 8), np.float32)
+    X[17, 1, 3, 3] = np.nan
+    X[2500, 0, 0, 0] = -np.inf  # in a later chunk, and not a training row
+    with pytest.raises(ValueError, match=r"2 image\(s\), e.g. at index \[17, 2500\]"):
+        _scan_images(X, np.arange(2000))
 
 
 def test_verbose_prints_table_and_silent_prints_nothing(ring_data, capsys):
