@@ -219,20 +219,20 @@ def bench_limit(matmul_n, earlier=()):
 # 5. Time to quality ---------------------------------------------------------------------------------
 
 class _Budget(Callback):
-    """Score the current weights on the test set every ``check_every_s`` training seconds and
+    """Score the current weights on the test set at the training seconds in ``check_times`` and
     at each epoch end; stop when the budget is spent (or, with ``stop_auc``, once a check reaches it).
 
     The clock counts training only: the test-set scoring done here is subtracted.
     Raising KeyboardInterrupt ends skorch's fit; LensClassifier keeps the best weights.
     """
 
-    def __init__(self, start, budget_s, check_every_s, X_test, y_test, records, stop_auc=None):
-        self.start, self.budget_s, self.check_every_s = start, budget_s, check_every_s
+    def __init__(self, start, budget_s, check_times, X_test, y_test, records, stop_auc=None):
+        self.start, self.budget_s, self.check_times = start, budget_s, sorted(check_times)
         self.X_test, self.y_test, self.records = X_test, y_test, records
         self.stop_auc = stop_auc
         self.excluded = 0.0
         self.images = 0
-        self.next_check = check_every_s
+        self.next_check = 0  # index into check_times
 
     def elapsed(self):
         return time.perf_counter() - self.start - self.excluded
@@ -251,9 +251,10 @@ class _Budget(Callback):
         now = self.elapsed()
         if now >= self.budget_s:
             raise KeyboardInterrupt
-        if now >= self.next_check:
+        if self.next_check < len(self.check_times) and now >= self.check_times[self.next_check]:
             self.record(net, "check")
-            self.next_check += self.check_every_s
+            while self.next_check < len(self.check_times) and self.check_times[self.next_check] <= now:
+                self.next_check += 1
             if self.stop_auc is not None and self.records[-1]["test_auc"] >= self.stop_auc:
                 raise KeyboardInterrupt
 
@@ -261,7 +262,7 @@ class _Budget(Callback):
         self.record(net, "epoch_end", epoch=len(net.history), valid_auc=net.history[-1].get("valid_auc"))
 
 
-def _train_lensclf_on_the_clock(root, budget_s, check_every_s, X_test, y_test, seed, stop_auc=None):
+def _train_lensclf_on_the_clock(root, budget_s, check_times, X_test, y_test, seed, stop_auc=None):
     """lensclf's default (``random_state=seed``) trained for ``budget_s`` seconds, the clock
     including reading the folder; returns the budget callback (records, images, elapsed) and the
     fitted classifier, or None when the budget ended before the first epoch."""
@@ -269,7 +270,7 @@ def _train_lensclf_on_the_clock(root, budget_s, check_every_s, X_test, y_test, s
     start = time.perf_counter()
     X, y = load_lens_dir(root)
     clf = LensClassifier(max_epochs=10_000, verbose=0, random_state=seed)
-    budget = _Budget(start, budget_s, check_every_s, X_test, y_test, records, stop_auc=stop_auc)
+    budget = _Budget(start, budget_s, check_times, X_test, y_test, records, stop_auc=stop_auc)
     add_callback(clf, "budget", budget)
     try:
         clf.fit(X, y)
@@ -283,18 +284,24 @@ def _first_reaching(records, target):
     return reached[0] if reached else None
 
 
-def bench_time_to_quality(root, budget_s, X_test, y_test, checks=40, notebook_checks=4, seeds=(0, 1, 2)):
+def bench_time_to_quality(root, budget_s, X_test, y_test, checks=40, fine_checks=120, fine_until=0.2,
+                          notebook_checks=4, seeds=(0, 1, 2)):
     """Both pipelines train for ``budget_s`` seconds; the test AUC of their current weights is
-    taken every ``budget_s / checks`` (lensclf) and ``budget_s / notebook_checks`` (notebook,
-    slower to score) training seconds, with the scoring time left off the clock.
+    taken every ``budget_s / checks`` training seconds (lensclf; every ``budget_s / fine_checks``
+    during the first ``fine_until`` of the budget, where the notebook's final AUC is reached) and
+    every ``budget_s / notebook_checks`` (notebook, slower to score), with the scoring time left
+    off the clock.
 
     lensclf's early learning curve varies from seed to seed (its default is ``random_state=None``),
     so the time to reach the notebook's final AUC is measured for each of ``seeds`` and reported
     with its median; the first seed trains for the whole budget, the others stop once they reach it.
     """
-    check_every_s = budget_s / checks
-    out = {"budget_s": budget_s, "check_every_s": check_every_s, "seeds": list(seeds)}
-    budget, clf = _train_lensclf_on_the_clock(root, budget_s, check_every_s, X_test, y_test, seeds[0])
+    check_every_s, fine_every_s = budget_s / checks, budget_s / fine_checks
+    check_times = sorted({round(check_every_s * i, 6) for i in range(1, checks + 1)}
+                         | {round(fine_every_s * i, 6) for i in range(1, int(fine_until * fine_checks) + 1)})
+    out = {"budget_s": budget_s, "check_every_s": check_every_s, "fine_check_every_s": fine_every_s,
+           "fine_checks_until_s": fine_until * budget_s, "seeds": list(seeds)}
+    budget, clf = _train_lensclf_on_the_clock(root, budget_s, check_times, X_test, y_test, seeds[0])
     if clf is not None:
         out["lensclf_test_auc"] = roc_auc_score(y_test, clf.predict_proba(X_test)[:, 1])  # best epoch's weights
         out["lensclf_best_epoch"] = clf.best_epoch_
@@ -323,7 +330,7 @@ def bench_time_to_quality(root, budget_s, X_test, y_test, checks=40, notebook_ch
     by_seed = {seeds[0]: budget.records}
     for seed in seeds[1:]:
         log(f"   lensclf seed {seed}, until it reaches the notebook's AUC {target:.3f}")
-        other, _ = _train_lensclf_on_the_clock(root, budget_s, check_every_s, X_test, y_test, seed,
+        other, _ = _train_lensclf_on_the_clock(root, budget_s, check_times, X_test, y_test, seed,
                                                stop_auc=target)
         by_seed[seed] = other.records
     first = {seed: _first_reaching(records, target) for seed, records in by_seed.items()}
@@ -399,8 +406,10 @@ def summarise(r, scale):
         return "not reached" if t is None else f"{t:.1f} s ({100 * t / Q['budget_s']:.0f}% of budget)"
 
     seeds = Q.get("seeds", [0])
+    every = (f"{Q['fine_check_every_s']:g} s up to {Q['fine_checks_until_s']:g} s, then every {Q['check_every_s']:g} s"
+             if "fine_check_every_s" in Q else f"{Q['check_every_s']:g} s")
     rows.append((f"Training seconds lensclf needs to reach the notebook's final AUC, seed {seeds[0]} (checked every "
-                 f"{Q['check_every_s']:g} s)", seconds(Q["lensclf_s_to_notebook_auc"]), "info", ""))
+                 f"{every})", seconds(Q["lensclf_s_to_notebook_auc"]), "info", ""))
     t = Q.get("lensclf_s_to_notebook_auc_median", Q["lensclf_s_to_notebook_auc"])
     per_seed = ", ".join(f"seed {k}: {'-' if v is None else f'{v:.0f} s'}"
                          for k, v in Q.get("lensclf_s_to_notebook_auc_by_seed", {}).items())
