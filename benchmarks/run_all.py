@@ -232,7 +232,7 @@ class _Budget(Callback):
         self.stop_auc = stop_auc
         self.excluded = 0.0
         self.images = 0
-        self.next_check = 0  # index into check_times
+        self.next_index = 0  # the next entry of check_times
 
     def elapsed(self):
         return time.perf_counter() - self.start - self.excluded
@@ -251,10 +251,10 @@ class _Budget(Callback):
         now = self.elapsed()
         if now >= self.budget_s:
             raise KeyboardInterrupt
-        if self.next_check < len(self.check_times) and now >= self.check_times[self.next_check]:
+        if self.next_index < len(self.check_times) and now >= self.check_times[self.next_index]:
             self.record(net, "check")
-            while self.next_check < len(self.check_times) and self.check_times[self.next_check] <= now:
-                self.next_check += 1
+            while self.next_index < len(self.check_times) and self.check_times[self.next_index] <= now:
+                self.next_index += 1
             if self.stop_auc is not None and self.records[-1]["test_auc"] >= self.stop_auc:
                 raise KeyboardInterrupt
 

@@ -571,7 +571,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
             seed = int(restore["seed"])
             train_idx = restore["train_idx"].numpy()
             valid_idx = None if restore["valid_idx"] is None else restore["valid_idx"].numpy()
-        mean, std = _scan_images(X, train_idx)
+        mean, std = _scan_images(X, train_idx)  # also checks every pixel, so it runs on resume too
         self.input_shape_ = tuple(int(s) for s in X.shape[1:])
         if restore is None:
             self.channel_mean_, self.channel_std_ = mean, std
