@@ -129,18 +129,17 @@ def _scan_images(X, indices):
     """
     n_channels = X.shape[1]
     pixels = int(np.prod(X.shape[2:]))
-    indices = np.asarray(indices)
-    if isinstance(X, np.ndarray):
-        chunks = (np.arange(start, min(start + _CHUNK, len(X))) for start in range(0, len(X), _CHUNK))
-        blocks = ((rows, np.asarray(X[rows[0]:rows[-1] + 1])) for rows in chunks)
-    else:
-        ordered = np.sort(indices)
-        chunks = (ordered[start:start + _CHUNK] for start in range(0, len(ordered), _CHUNK))
-        blocks = ((rows, np.asarray(X[rows], dtype=np.float32)) for rows in chunks)
+    ordered = np.sort(np.asarray(indices))
+    if isinstance(X, np.ndarray):  # every row, in slices
+        blocks = ((np.arange(start, min(start + _CHUNK, len(X))), np.asarray(X[start:start + _CHUNK]))
+                  for start in range(0, len(X), _CHUNK))
+    else:  # only the selected rows
+        blocks = ((rows, np.asarray(X[rows], dtype=np.float32))
+                  for rows in (ordered[start:start + _CHUNK] for start in range(0, len(ordered), _CHUNK)))
     selected = np.zeros(len(X), dtype=bool)
-    selected[indices] = True
+    selected[ordered] = True
     # The shift: a typical value of each band, from the first few selected images.
-    head = np.asarray(X[np.sort(indices)[:16]], dtype=np.float32).reshape(-1, n_channels, pixels)
+    head = np.asarray(X[ordered[:16]], dtype=np.float32).reshape(-1, n_channels, pixels)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a band with no finite pixel
         shift = np.nanmedian(np.where(np.isfinite(head), head, np.nan), axis=(0, 2))
@@ -167,7 +166,7 @@ def _scan_images(X, indices):
             "Remove or repair them (lensclf.load_lens_dir reports such files by name)."
         )
     # Summed in ascending row order, however the rows were read: the same statistics either way.
-    count = len(indices) * pixels
+    count = len(ordered) * pixels
     centred_mean = np.concatenate(row_sums).sum(axis=0) / count
     var = np.maximum(np.concatenate(row_squares).sum(axis=0) / count - centred_mean**2, 0.0)
     mean = centred_mean + shift[:, 0]

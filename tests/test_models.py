@@ -5,8 +5,7 @@ import pytest
 import torch
 from torchvision import models
 
-from lensclf import LensClassifier
-from lensclf import _models
+from lensclf import LensClassifier, _models
 from lensclf._models import LensNet, build_backbone
 
 from conftest import make_ring_images
