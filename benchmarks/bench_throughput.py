@@ -7,6 +7,7 @@ thread pool far more than their share):
 """
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -14,6 +15,7 @@ import time
 import torch
 
 from lensclf._classifier import _fused_supported
+from lensclf._heap import retained_heap
 from lensclf._models import LensNet
 
 
@@ -27,12 +29,14 @@ def matmul_gflops(n=2048, repeats=10):
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def training_images_per_s(size, batch_size=64, steps=6, fused=None, bf16=False, compiled=False):
+def training_images_per_s(size, batch_size=64, steps=6, fused=None, bf16=False, compiled=False, heap=True):
     """Training images/s of LensNet (forward, backward, Adam step) on a fixed batch.
 
     ``fused=None`` builds Adam as LensClassifier does (fused step where this torch
     has one); ``bf16`` autocasts to bfloat16 on CPU; ``compiled`` wraps the network
-    in ``torch.compile`` (its compilation falls in the warm-up, not the timing).
+    in ``torch.compile`` (its compilation falls in the warm-up, not the timing);
+    ``heap`` keeps freed memory in the heap while it trains, as ``fit`` does
+    (:func:`lensclf._heap.retained_heap`).
     """
     torch.manual_seed(0)
     net = LensNet(input_size=None if size == 64 else size)
@@ -51,12 +55,13 @@ def training_images_per_s(size, batch_size=64, steps=6, fused=None, bf16=False, 
         loss_fn(logits.float(), y).backward()
         optimizer.step()
 
-    for _ in range(3 if compiled else 2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch_size / (time.perf_counter() - start)
+    with retained_heap() if heap else contextlib.nullcontext():
+        for _ in range(3 if compiled else 2):
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return steps * batch_size / (time.perf_counter() - start)
 
 
 def inference_images_per_s(size, batch_size=256, repeats=4):

@@ -25,6 +25,7 @@ from ._checkpoint import (
     read_checkpoint,
 )
 from ._dataset import LensDataset, batch_as_is
+from ._heap import retained_heap
 from ._models import ARCHITECTURES, STEMS, LensNet
 from ._sampling import BALANCE_MODES, balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter, dihedral, dihedral_views
@@ -593,7 +594,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                 "data": data_fingerprint(X, y_encoded),
                 "params": self._training_params(),
             })
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), retained_heap():
             torch.manual_seed(seed)
             net, train_set = self._build_net(X, y_encoded, train_idx, valid_idx, seed, checkpoint)
             with warnings.catch_warnings():
