@@ -1,7 +1,7 @@
-"""Measure the CPU fast paths one by one: memory format per stage, fused optimizer, batch size, tap-wise backward, stem order.
+"""Measure the CPU fast paths one by one: memory format per stage, fused optimizer, batch size, tap-wise convolutions, stem order, heap.
 
     python benchmarks/bench_fast_paths.py --out benchmarks/_work/fast_paths.json
-    python benchmarks/bench_fast_paths.py --convolutions   # backward pass per convolution shape
+    python benchmarks/bench_fast_paths.py --convolutions   # forward and backward pass per convolution shape
 
 For each variant: training images/s (forward, backward and optimizer step on a
 fixed batch) and inference images/s (``torch.inference_mode``, batch 256), at
@@ -9,12 +9,15 @@ the native 64x64 input (``--size`` for others). ``channels_last_stages=k`` runs
 the first k of the five stages (stem, layer1 ... layer4) in channels-last
 memory format and the rest in the default layout (it sets the library's
 ``CPU_CHANNELS_LAST_STAGES``); the weights stay as they are. ``taps=0`` turns
-off the tap-wise backward pass of the small-map convolutions (``lensclf._conv``,
-by setting ``MAX_TAP_POSITIONS`` to 0); ``relu_first`` runs the stem's ReLU
-before its max-pool, as torchvision does (``POOL_BEFORE_RELU`` off). ``--probes`` adds bfloat16 autocast and
-``torch.compile``. ``--convolutions`` times, instead, the backward pass of each
-convolution shape of the ResNet's last stages with torch's kernel and with the
-tap-wise one. Variants are interleaved and repeated
+off the tap-wise convolutions of the small maps (``lensclf._conv``, by setting
+``MAX_TAP_POSITIONS`` to 0); ``relu_first`` runs the stem's ReLU before its
+max-pool, as torchvision does (``POOL_BEFORE_RELU`` off); ``heap=0`` trains
+without :func:`lensclf._heap.retained_heap` (in the same process, after other
+variants have used it, so under the thresholds it leaves behind, which fault
+as much as glibc's own: ~11,000-27,000 page faults per step here).
+``--probes`` adds bfloat16 autocast and ``torch.compile``. ``--convolutions``
+times, instead, the forward and backward pass of each convolution shape of the
+ResNet's last stages with torch's kernels and with the tap-wise ones. Variants are interleaved and repeated
 (``--repeats``) so that drifts of the machine hit all of them alike. Run it alone: other processes competing for the
 cores distort PyTorch timings.
 """
@@ -50,14 +53,21 @@ def _milliseconds(fn, repeats):
     return (time.perf_counter() - start) / repeats * 1e3
 
 
-def convolution_backward_ms(batch=64, repeats=15):
-    """Backward pass (input and weight gradients) per convolution shape: torch's kernel and the taps."""
+def convolution_ms(batch=64, repeats=15):
+    """Forward and backward pass (input and weight gradients) per convolution shape: torch's kernels and the taps.
+
+    torch's forward runs on input in the default (NCHW) layout, as at the end of the ResNet's
+    channels-last stages; the taps' forward includes copying the weight into tap order, as in training.
+    """
     torch.manual_seed(0)
     rows = []
     for c_in, c_out, side, kernel, stride, padding in CONVOLUTIONS:
         x = torch.randn(batch, c_in, side, side)
         weight = torch.randn(c_out, c_in, kernel, kernel)
         grad = torch.randn_like(F.conv2d(x, weight, stride=stride, padding=padding))
+        torch_fwd = _milliseconds(lambda: F.conv2d(x, weight, stride=stride, padding=padding), repeats)
+        taps_fwd = _milliseconds(lambda: _conv.tap_conv_forward(x, weight, None, (stride, stride),
+                                                                (padding, padding)), repeats)
         torch_ms = _milliseconds(lambda: torch.ops.aten.convolution_backward(
             grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
             [True, True, False]), repeats)
@@ -65,10 +75,11 @@ def convolution_backward_ms(batch=64, repeats=15):
             grad, x, weight, (stride, stride), (padding, padding)), repeats)
         out_side = grad.shape[-1]
         rows.append({"convolution": f"{c_in}->{c_out} {kernel}x{kernel} stride {stride}",
-                     "output_map": f"{out_side}x{out_side}", "torch_ms": round(torch_ms, 2),
-                     "taps_ms": round(taps_ms, 2)})
+                     "output_map": f"{out_side}x{out_side}",
+                     "forward_torch_ms": round(torch_fwd, 2), "forward_taps_ms": round(taps_fwd, 2),
+                     "backward_torch_ms": round(torch_ms, 2), "backward_taps_ms": round(taps_ms, 2)})
         print(rows[-1], file=sys.stderr, flush=True)
-    return {"batch": batch, "threads": torch.get_num_threads(), "torch": torch.__version__, "backward": rows}
+    return {"batch": batch, "threads": torch.get_num_threads(), "torch": torch.__version__, "convolutions": rows}
 
 
 def main():
@@ -81,28 +92,29 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="only the default and the default with one fast path off (taps, pool before ReLU, layout)")
     parser.add_argument("--convolutions", action="store_true",
-                        help="time the backward pass per convolution shape instead (torch's kernel vs taps)")
+                        help="time the forward and backward pass per convolution shape instead (torch's kernels vs taps)")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.convolutions:
-        emit_json(convolution_backward_ms(), args.out)
+        emit_json(convolution_ms(), args.out)
         return
 
     training = {}  # variant name -> list of img/s
     inference = {}
     variants = [(k, True, 64, {}) for k in range(6)] + [
         (3, False, 64, {}), (0, False, 64, {}), (3, True, 128, {}), (0, True, 128, {}),
-        (3, True, 64, {"taps": False}), (0, True, 64, {"taps": False}), (3, True, 64, {"relu_first": True})]
+        (3, True, 64, {"taps": False}), (0, True, 64, {"taps": False}), (3, True, 64, {"relu_first": True}),
+        (3, True, 64, {"heap": False})]
     if args.quick:  # the default against each of its fast paths turned off
         variants = [(3, True, 64, {}), (3, True, 64, {"taps": False}), (3, True, 64, {"relu_first": True}),
-                    (0, True, 64, {})]
+                    (0, True, 64, {}), (3, True, 64, {"heap": False})]
     if args.probes:
         variants += [(3, True, 64, {"bf16": True}), (0, True, 64, {"bf16": True}),
                      (3, True, 64, {"compiled": True}), (0, True, 64, {"compiled": True})]
     for _ in range(args.repeats):
         for stages, fused, batch, probe in variants:
             key = f"channels_last_stages={stages} fused={fused} batch={batch}" + "".join(
-                f" {name}={int(value)}" if name == "taps" else f" {name}" for name, value in probe.items())
+                f" {name}={int(value)}" if name in ("taps", "heap") else f" {name}" for name, value in probe.items())
             probe = dict(probe)
             max_taps = _conv.MAX_TAP_POSITIONS if probe.pop("taps", True) else 0
             pool_first = not probe.pop("relu_first", False)

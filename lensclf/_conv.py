@@ -1,32 +1,43 @@
-"""A 2-D convolution whose backward pass runs one matrix product per kernel tap on small maps.
+"""A 2-D convolution computed as one matrix product per kernel tap on small maps (CPU).
 
 On the native 64x64 input, ResNet's layer4 works on 2x2 feature maps (3x3 at
 ``input_size=96``). There most of a padded 3x3 kernel's taps fall on zeros,
-and oneDNN's backward kernels for these shapes run far below the machine's
-matrix-product rate. Measured on the 2-core reference CPU, batch 64, float32
-(``python benchmarks/bench_fast_paths.py --convolutions``), backward pass,
-input and weight gradients together (torch's figure for the first row varies
-between 19 and 34 ms from run to run):
+and oneDNN's kernels for these shapes run far below the machine's
+matrix-product rate, the backward ones most of all. Measured on the 2-core
+reference CPU, batch 64, float32 (``python benchmarks/bench_fast_paths.py
+--convolutions``, 2026-11-26; the backward pass gives input and weight
+gradients together, and torch's figure for the first row varies between 19
+and 34 ms from run to run), in ms:
 
-=============================  ===========  =======
-convolution (output map)        torch        taps
-=============================  ===========  =======
-512->512, 3x3 (2x2)             26.6 ms      7.8 ms
-256->512, 3x3 stride 2 (2x2)    14.0 ms      5.8 ms
-256->512, 1x1 stride 2 (2x2)     1.6 ms      0.8 ms
-512->512, 3x3 (3x3)             29.1 ms     22.8 ms
-256->512, 3x3 stride 2 (3x3)    18.7 ms     11.8 ms
-256->256, 3x3 (4x4)              7.8 ms      8.9 ms
-=============================  ===========  =======
-
-In a whole training step of ResNet18 at 64 px (batch 64) this takes the
-training rate from 208 to 241 images/s (``bench_fast_paths.py``, ``taps=0``
-against the default).
+==============================  ===========  ==========  ============  ===========
+convolution (output map)         forward,     forward,    backward,     backward,
+                                 torch        taps        torch         taps
+==============================  ===========  ==========  ============  ===========
+512->512, 3x3 (2x2)              4.6          3.5         24.1          7.0
+256->512, 3x3 stride 2 (2x2)     2.5          2.6         14.1          5.3
+256->512, 1x1 stride 2 (2x2)     0.4          0.4          1.7          0.8
+512->512, 3x3 (3x3)              9.1          7.9         29.3         17.4
+256->512, 3x3 stride 2 (3x3)     4.2          5.4         18.3         11.3
+256->256, 3x3 (4x4)              3.5          4.3          7.8          8.9
+==============================  ===========  ==========  ============  ===========
 
 For each kernel tap, the pairs of (output, input) positions that it connects
 without touching the padding form two strided slices of the feature maps, and
-the tap's share of both gradients is one matrix product over those slices. The
-forward pass stays oneDNN's; the gradients are the same up to float rounding.
+the tap's share of the output, and of both gradients, is one matrix product
+over those slices. The result is the same as torch's up to float rounding.
+The taps compute in (N, H, W, C) order, so their output is in channels-last
+memory format; that also makes the batch norms of layer4 run on channels-last
+maps, where torch's kernel is several times faster for 2x2 maps than in the
+default layout (0.16 ms instead of 1.3 ms backward for 64x512x2x2).
+
+In a whole training step of ResNet18 at 64 px (batch 64), taps in the backward
+pass only took the training rate from 208 to 241 images/s; taps in the forward
+pass too, with the input and the weight put in tap order once and kept for the
+backward pass, from 250 to 264 (the two versions of this module timed in
+turn, three interleaved runs, 2026-11-26); ``bench_fast_paths.py --quick``
+(with :mod:`lensclf._heap` as well) gives 268-275 images/s with the taps and
+215-221 with ``taps=0``. Inference
+(batch 256) goes from 717 to 769 images/s (means of four interleaved runs).
 """
 
 import torch
@@ -34,9 +45,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-__all__ = ["MAX_TAP_POSITIONS", "TapConv2d", "tap_conv_backward", "use_tap_backward"]
+__all__ = ["MAX_TAP_POSITIONS", "TapConv2d", "tap_conv_backward", "tap_conv_forward", "use_tap_backward"]
 
-#: The tap-wise backward pass is used for output maps of at most this many
+#: The tap-wise convolution is used for output maps of at most this many
 #: positions (3x3); from 4x4 up oneDNN is faster (table above).
 MAX_TAP_POSITIONS = 9
 
@@ -59,6 +70,93 @@ def _tap_slices(kernel, stride, padding, n_in, n_out):
     return slices
 
 
+def _nhwc(x):
+    """``x`` (N, C, H, W) as a contiguous (N, H, W, C) tensor: a view if ``x`` is channels-last."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _weight_taps(weight):
+    """The weight (O, C, kh, kw) as (O, kh, kw, C): per tap an (O, C) matrix with unit stride along C."""
+    return weight.permute(0, 2, 3, 1).contiguous()
+
+
+def _is_channels_last(x):
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _output_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _tap_forward(x_nhwc, weight_taps, bias, stride, padding):
+    """The convolution of (N, H, W, C) input with (O, kh, kw, C) taps, as (N, Ho, Wo, O)."""
+    n, h, w, c = x_nhwc.shape
+    o, kh, kw, _ = weight_taps.shape
+    ho, wo = _output_size(h, kh, stride[0], padding[0]), _output_size(w, kw, stride[1], padding[1])
+    out = x_nhwc.new_zeros(n, ho, wo, o)
+    rows = _tap_slices(kh, stride[0], padding[0], h, ho)
+    cols = _tap_slices(kw, stride[1], padding[1], w, wo)
+    for a, row in enumerate(rows):
+        for b, col in enumerate(cols):
+            if row is None or col is None:  # this tap only ever meets padding
+                continue
+            target = out[:, row[0], col[0], :]
+            x_tap = x_nhwc[:, row[1], col[1], :].reshape(-1, c)
+            target += (x_tap @ weight_taps[:, a, b, :].t()).view(target.shape)
+    if bias is not None:
+        out += bias
+    return out
+
+
+def _tap_backward(grad_output, x_nhwc, weight_taps, stride, padding, need_input, need_weight):
+    """Gradients of :func:`_tap_forward`: input as (N, H, W, C), weight as (O, C, kh, kw)."""
+    n, h, w, c = x_nhwc.shape
+    o, kh, kw, _ = weight_taps.shape
+    ho, wo = grad_output.shape[-2:]
+    g_nhwc = grad_output.permute(0, 2, 3, 1)
+    # The weight gradient is built tap by tap in (O, kh, kw, C) order (unit stride along C).
+    grad_weight = weight_taps.new_empty(o, kh, kw, c) if need_weight else None
+    grad_input = x_nhwc.new_zeros(n, h, w, c) if need_input else None
+    rows = _tap_slices(kh, stride[0], padding[0], h, ho)
+    cols = _tap_slices(kw, stride[1], padding[1], w, wo)
+    for a, row in enumerate(rows):
+        for b, col in enumerate(cols):
+            if row is None or col is None:  # this tap only ever meets padding
+                if need_weight:
+                    grad_weight[:, a, b, :] = 0
+                continue
+            g = g_nhwc[:, row[0], col[0], :]
+            g_flat = g.reshape(-1, o)
+            if need_weight:
+                x_tap = x_nhwc[:, row[1], col[1], :]
+                torch.mm(g_flat.t(), x_tap.reshape(-1, c), out=grad_weight[:, a, b, :])
+            if need_input:
+                grad_input[:, row[1], col[1], :] += (g_flat @ weight_taps[:, a, b, :]).view(*g.shape[:3], c)
+    if need_weight:
+        grad_weight = grad_weight.permute(0, 3, 1, 2).contiguous()
+    return grad_input, grad_weight
+
+
+def tap_conv_forward(x, weight, bias, stride, padding):
+    """``F.conv2d(x, weight, bias, stride=stride, padding=padding)``, one matrix product per kernel tap.
+
+    Parameters
+    ----------
+    x : Tensor (N, C, H, W)
+    weight : Tensor (O, C, kh, kw)
+    bias : Tensor (O,) or None
+    stride, padding : pair of int
+        Zero padding; no dilation, one group.
+
+    Returns
+    -------
+    Tensor (N, O, Ho, Wo)
+        In channels-last memory format (the taps compute it that way), equal to
+        torch's convolution up to float rounding.
+    """
+    return _tap_forward(_nhwc(x), _weight_taps(weight), bias, stride, padding).permute(0, 3, 1, 2)
+
+
 def tap_conv_backward(grad_output, x, weight, stride, padding, need_input=True, need_weight=True):
     """Input and weight gradients of ``F.conv2d(x, weight, stride=stride, padding=padding)``.
 
@@ -78,59 +176,43 @@ def tap_conv_backward(grad_output, x, weight, stride, padding, need_input=True, 
     grad_input, grad_weight : Tensor or None
         In the memory layouts of ``x`` and ``weight``.
     """
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    ho, wo = grad_output.shape[-2:]
-    x_nhwc = x.permute(0, 2, 3, 1)
-    g_nhwc = grad_output.permute(0, 2, 3, 1)
-    # Per tap, an (O, C) matrix with unit stride along C (what BLAS needs): the weight
-    # copied once into (O, kh, kw, C) order, and the weight gradient built in that order.
-    weight_taps = weight.permute(0, 2, 3, 1).contiguous() if need_input else None
-    grad_weight = weight.new_empty(o, kh, kw, c) if need_weight else None
-    grad_input = x.new_zeros(n, h, w, c) if need_input else None
-    rows = _tap_slices(kh, stride[0], padding[0], h, ho)
-    cols = _tap_slices(kw, stride[1], padding[1], w, wo)
-    for a, row in enumerate(rows):
-        for b, col in enumerate(cols):
-            if row is None or col is None:  # this tap only ever meets padding
-                if need_weight:
-                    grad_weight[:, a, b, :] = 0
-                continue
-            g = g_nhwc[:, row[0], col[0], :]
-            g_flat = g.reshape(-1, o)
-            if need_weight:
-                x_tap = x_nhwc[:, row[1], col[1], :]
-                torch.mm(g_flat.t(), x_tap.reshape(-1, c), out=grad_weight[:, a, b, :])
-            if need_input:
-                grad_input[:, row[1], col[1], :] += (g_flat @ weight_taps[:, a, b, :]).view(*g.shape[:3], c)
-    if need_input:
-        layout = (torch.channels_last
-                  if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-                  else torch.contiguous_format)
-        grad_input = grad_input.permute(0, 3, 1, 2).contiguous(memory_format=layout)
-    if need_weight:
-        grad_weight = grad_weight.permute(0, 3, 1, 2).contiguous()
-    return grad_input, grad_weight
+    grad_input, grad_weight = _tap_backward(grad_output, _nhwc(x), _weight_taps(weight), stride, padding,
+                                            need_input, need_weight)
+    return _as_nchw(grad_input, _is_channels_last(x)), grad_weight
 
 
-class _TapBackwardConv2d(torch.autograd.Function):
-    """``F.conv2d`` forward, :func:`tap_conv_backward` backward."""
+def _as_nchw(grad_nhwc, channels_last):
+    """An (N, H, W, C) gradient as (N, C, H, W), in channels-last or the default memory layout."""
+    if grad_nhwc is None:
+        return None
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return grad_nhwc.permute(0, 3, 1, 2).contiguous(memory_format=layout)
+
+
+class _TapConv2d(torch.autograd.Function):
+    """:func:`tap_conv_forward` and its gradients (:func:`tap_conv_backward`).
+
+    The input in (N, H, W, C) order and the weight in tap order are computed once,
+    in the forward pass, and kept for the backward pass.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
-        ctx.save_for_backward(x, weight)
+        x_nhwc, weight_taps = _nhwc(x), _weight_taps(weight)
+        ctx.save_for_backward(x_nhwc, weight_taps)
         ctx.stride, ctx.padding = stride, padding
-        return F.conv2d(x, weight, bias, stride, padding)
+        ctx.input_channels_last = _is_channels_last(x)
+        return _tap_forward(x_nhwc, weight_taps, bias, stride, padding).permute(0, 3, 1, 2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        x, weight = ctx.saved_tensors
+        x_nhwc, weight_taps = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grad_input, grad_weight = tap_conv_backward(grad_output, x, weight, ctx.stride, ctx.padding,
-                                                    need_input, need_weight)
+        grad_input, grad_weight = _tap_backward(grad_output, x_nhwc, weight_taps, ctx.stride, ctx.padding,
+                                                need_input, need_weight)
         grad_bias = grad_output.sum((0, 2, 3)) if need_bias else None
-        return grad_input, grad_weight, grad_bias, None, None
+        return _as_nchw(grad_input, ctx.input_channels_last), grad_weight, grad_bias, None, None
 
 
 def _autocast_enabled():
@@ -141,30 +223,33 @@ def _autocast_enabled():
 
 
 class TapConv2d(nn.Conv2d):
-    """:class:`torch.nn.Conv2d` that trains with the tap-wise backward pass on small CPU maps.
+    """:class:`torch.nn.Conv2d` computed tap by tap on small CPU maps.
 
-    Same parameters, state dict and forward values as ``nn.Conv2d``; only the
-    way gradients are computed differs, and only where it was measured to be
-    faster: on CPU, in float32/float64 without autocast, for output maps of at
-    most :data:`MAX_TAP_POSITIONS` positions, zero padding, no dilation, one group.
+    Same parameters and state dict as ``nn.Conv2d``, and the same outputs and
+    gradients up to float rounding; only the way they are computed differs, and
+    only where it was measured to be faster: on CPU, in float32/float64 without
+    autocast, for output maps of at most :data:`MAX_TAP_POSITIONS` positions,
+    zero padding, no dilation, one group. There the output is in channels-last
+    memory format.
     """
 
     def _taps_apply(self, x):
-        """Whether this call takes the tap-wise backward pass (see the class docstring)."""
-        if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
-            return False
+        """Whether this call takes the tap-wise path (see the class docstring)."""
         if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1)
                 or self.padding_mode != "zeros" or isinstance(self.padding, str)
                 or x.dtype != self.weight.dtype or _autocast_enabled()):
             return False
-        out_h = (x.shape[2] + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
-        out_w = (x.shape[3] + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
-        return out_h * out_w <= MAX_TAP_POSITIONS
+        out_h = _output_size(x.shape[2], self.kernel_size[0], self.stride[0], self.padding[0])
+        out_w = _output_size(x.shape[3], self.kernel_size[1], self.stride[1], self.padding[1])
+        return out_h > 0 and out_w > 0 and out_h * out_w <= MAX_TAP_POSITIONS
 
     def forward(self, x):
-        if self._taps_apply(x):
-            return _TapBackwardConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
-        return super().forward(x)
+        if not self._taps_apply(x):
+            return super().forward(x)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
+                                        or (self.bias is not None and self.bias.requires_grad)):
+            return _TapConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
+        return tap_conv_forward(x, self.weight, self.bias, self.stride, self.padding)
 
 
 def use_tap_backward(module):

@@ -29,6 +29,8 @@ ARCHITECTURES = {
 #: ``benchmarks/bench_fast_paths.py``: channels-last is faster for the large
 #: early feature maps (vectorised max-pool, batch norm, ReLU) and slower for the
 #: 4x4 and 2x2 maps of layer3 and layer4, in training and in inference.
+#: (layer4's convolutions on 2x2 and 3x3 maps are the tap-wise ones of
+#: :mod:`lensclf._conv`, whose output is channels-last whatever this says.)
 CPU_CHANNELS_LAST_STAGES = 3
 
 #: Whether the stem max-pools before its ReLU (the same function as torchvision's
@@ -136,8 +138,8 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
     -------
     torch.nn.Module
         A ResNet whose ``fc`` layer outputs one logit. Its convolutions are
-        :class:`~lensclf._conv.TapConv2d`: ``nn.Conv2d`` with a faster backward
-        pass on the small feature maps of the last stages (CPU training).
+        :class:`~lensclf._conv.TapConv2d`: ``nn.Conv2d``, computed faster on
+        the small feature maps of the last stage (on CPU).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r} is not supported; choose one of {sorted(ARCHITECTURES)}.")

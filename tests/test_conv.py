@@ -1,4 +1,4 @@
-"""The tap-wise convolution backward pass: same gradients as torch's, used only where it applies."""
+"""The tap-wise convolution: same outputs and gradients as torch's, used only where it applies."""
 
 import pickle
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from lensclf._conv import MAX_TAP_POSITIONS, TapConv2d, tap_conv_backward, use_tap_backward
+from lensclf._conv import MAX_TAP_POSITIONS, TapConv2d, tap_conv_backward, tap_conv_forward, use_tap_backward
 from lensclf._models import LensNet, build_backbone
 
 
@@ -30,7 +30,7 @@ def _reference_gradients(grad_output, x, weight, stride, padding):
     batch=st.integers(1, 3),
     channels_last=st.booleans(),
 )
-def test_tap_backward_equals_torchs_for_any_geometry(size, kernel, stride, padding, channels, batch,
+def test_tap_convolution_equals_torchs_for_any_geometry(size, kernel, stride, padding, channels, batch,
                                                      channels_last):
     # Every tap is either inside the input for some output position, or only meets padding (or
     # lies beyond the input, e.g. kernel 5 with stride 3): all must come out right.
@@ -41,7 +41,13 @@ def test_tap_backward_equals_torchs_for_any_geometry(size, kernel, stride, paddi
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(channels[1], channels[0], *kernel, dtype=torch.float64, generator=generator)
+    bias = torch.randn(channels[1], dtype=torch.float64, generator=generator)
     out = F.conv2d(x, weight, stride=stride, padding=padding)
+    tap_out = tap_conv_forward(x, weight, bias, stride, padding)
+    torch.testing.assert_close(tap_out, F.conv2d(x, weight, bias, stride=stride, padding=padding),
+                               rtol=1e-12, atol=1e-12)
+    assert tap_out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(tap_conv_forward(x, weight, None, stride, padding), out, rtol=1e-12, atol=1e-12)
     grad_output = torch.randn(out.shape, dtype=torch.float64, generator=generator)
     expected_x, expected_w = _reference_gradients(grad_output, x, weight, stride, padding)
     grad_x, grad_w = tap_conv_backward(grad_output, x, weight, stride, padding)
@@ -82,9 +88,10 @@ def test_tap_conv_trains_like_conv2d_and_only_on_small_maps(map_size, stride, ex
     x = torch.randn(3, 6, map_size, map_size, dtype=torch.float64)
     x_ref, x_tap = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_ref, out_tap = reference(x_ref), tap(x_tap)
-    assert ("_TapBackwardConv2dBackward" in _grad_fn_names(out_tap)) is expect_taps
+    assert ("_TapConv2dBackward" in _grad_fn_names(out_tap)) is expect_taps
     assert (out_ref.shape[-1] * out_ref.shape[-2] <= MAX_TAP_POSITIONS) is expect_taps
-    torch.testing.assert_close(out_tap, out_ref, rtol=0, atol=0)  # forward: the same call
+    torch.testing.assert_close(out_tap, out_ref, rtol=1e-12, atol=1e-12)
+    assert out_tap.is_contiguous(memory_format=torch.channels_last) is expect_taps  # taps compute channels-last
     grad = torch.randn_like(out_ref)
     out_ref.backward(grad)
     out_tap.backward(grad)
@@ -92,23 +99,38 @@ def test_tap_conv_trains_like_conv2d_and_only_on_small_maps(map_size, stride, ex
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_tap_conv_falls_back_where_it_does_not_apply():
+def _plain_conv(conv, x):
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def test_tap_conv_where_it_applies_and_where_it_falls_back():
     conv = TapConv2d(4, 4, 3, padding=1)
     x = torch.randn(2, 4, 2, 2)
-    with torch.no_grad():  # inference: torch's convolution
-        assert conv(x).grad_fn is None
+    for context in (torch.no_grad, torch.inference_mode):  # inference: the taps, no autograd record
+        with context():
+            out = conv(x)
+            assert out.grad_fn is None and out.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(out, _plain_conv(conv, x), rtol=1e-5, atol=1e-6)
     conv.weight.requires_grad_(False)
     conv.bias.requires_grad_(False)
     assert conv(x).grad_fn is None  # nothing to differentiate
+    conv.bias.requires_grad_(True)
+    assert "_TapConv2dBackward" in _grad_fn_names(conv(x))
     conv.weight.requires_grad_(True)
-    assert "_TapBackwardConv2dBackward" in _grad_fn_names(conv(x))
+    assert "_TapConv2dBackward" in _grad_fn_names(conv(x))
+    # An input too small for the kernel gets torch's own error, as from nn.Conv2d.
+    with pytest.raises(RuntimeError) as tap_error:
+        TapConv2d(4, 4, 5)(torch.randn(1, 4, 3, 3))
+    with pytest.raises(RuntimeError) as torch_error:
+        nn.Conv2d(4, 4, 5)(torch.randn(1, 4, 3, 3))
+    assert str(tap_error.value) == str(torch_error.value)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: torch's convolution
         out = conv(x)
-    assert out.dtype == torch.bfloat16 and "_TapBackwardConv2dBackward" not in _grad_fn_names(out)
+    assert out.dtype == torch.bfloat16 and "_TapConv2dBackward" not in _grad_fn_names(out)
     dilated = TapConv2d(4, 4, 3, padding=2, dilation=2)
-    assert "_TapBackwardConv2dBackward" not in _grad_fn_names(dilated(x))
+    assert "_TapConv2dBackward" not in _grad_fn_names(dilated(x))
     grouped = TapConv2d(4, 4, 3, padding=1, groups=2)
-    assert "_TapBackwardConv2dBackward" not in _grad_fn_names(grouped(x))
+    assert "_TapConv2dBackward" not in _grad_fn_names(grouped(x))
 
 
 def test_use_tap_backward_keeps_parameters_state_and_random_stream():
@@ -141,6 +163,6 @@ def test_resnet_backbone_trains_with_tap_convolutions_and_same_gradients():
     x = torch.randn(4, 3, 64, 64, dtype=torch.float64)
     net(x).sum().backward()
     plain(x).sum().backward()
-    assert "_TapBackwardConv2dBackward" in _grad_fn_names(net(x))
+    assert "_TapConv2dBackward" in _grad_fn_names(net(x))
     for (name, p), q in zip(net.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-12, msg=name)
