@@ -33,11 +33,11 @@ default layout (0.16 ms instead of 1.3 ms backward for 64x512x2x2).
 In a whole training step of ResNet18 at 64 px (batch 64), taps in the backward
 pass only took the training rate from 208 to 241 images/s; taps in the forward
 pass too, with the input and the weight put in tap order once and kept for the
-backward pass, from 250 to 264 (the two versions of this module timed in
-turn, three interleaved runs, 2026-11-26); ``bench_fast_paths.py --quick``
-(with :mod:`lensclf._heap` as well) gives 268-275 images/s with the taps and
-215-221 with ``taps=0``. Inference
-(batch 256) goes from 717 to 769 images/s (means of four interleaved runs).
+backward pass, from 250 to 264 (the two versions of this module timed in turn,
+three interleaved runs, 2026-11-26). ``bench_fast_paths.py --quick`` (with
+:mod:`lensclf._heap` as well) gives 268-275 images/s with the taps and 215-221
+with ``taps=0``. Inference (batch 256) goes from 717 to 769 images/s (means of
+four interleaved runs).
 """
 
 import torch
