@@ -359,10 +359,13 @@ def verdict(ok):
 def summarise(r, scale):
     rows = []
     L, T, I, P, M, Q = (r[k] for k in ("loading", "training", "inference", "predict_memory", "limit", "quality"))
-    train_flops = M["lensclf_training_flops_64"]
-    train_frac = T["lensclf_images_per_s"] * train_flops / (M["matmul_gflops"] * 1e9)
-    infer_frac = I["images_per_s"] * M["lensclf_forward_flops_64"] / (M["matmul_gflops"] * 1e9)
-    nb_frac = T["notebook_images_per_s"] * M["resnet18_training_flops_224"] / (M["matmul_gflops"] * 1e9)
+
+    def of_limit(images_per_s, flops_per_image):
+        return images_per_s * flops_per_image / (M["matmul_gflops"] * 1e9)
+
+    train_frac = of_limit(T["lensclf_images_per_s"], M["lensclf_training_flops_64"])
+    infer_frac = of_limit(I["images_per_s"], M["lensclf_forward_flops_64"])
+    nb_frac = of_limit(T["notebook_images_per_s"], M["resnet18_training_flops_224"])
     r["ratios"] = {"training_fraction_of_matmul": train_frac, "inference_fraction_of_matmul": infer_frac,
                    "notebook_training_fraction_of_matmul": nb_frac,
                    "training_lensclf_over_notebook": T["ratio_lensclf_over_notebook"],
@@ -382,7 +385,7 @@ def summarise(r, scale):
     rows.append((f"Training as fraction of matmul limit ({M['matmul_gflops']:.0f} GFLOP/s)",
                  f"{100 * train_frac:.0f}%", ">= 60%", verdict(train_frac >= 0.6)))
     if "lensclf_training_flops_64_executed" in M:
-        executed = T["lensclf_images_per_s"] * M["lensclf_training_flops_64_executed"] / (M["matmul_gflops"] * 1e9)
+        executed = of_limit(T["lensclf_images_per_s"], M["lensclf_training_flops_64_executed"])
         r["ratios"]["training_executed_fraction_of_matmul"] = executed
         rows.append(("Training as fraction of matmul limit, counting only the multiply-adds executed "
                      "(tap-wise convolutions skip layer4's zero padding)", f"{100 * executed:.0f}%", "info", ""))
@@ -392,7 +395,7 @@ def summarise(r, scale):
     rows.append(("Inference throughput, TTA (8 views)", f"{I['tta_images_per_s']:.1f} img/s", "info", ""))
     rows.append(("Inference as fraction of matmul limit", f"{100 * infer_frac:.0f}%", "info", ""))
     if "lensclf_forward_flops_64_executed" in M:
-        executed = I["images_per_s"] * M["lensclf_forward_flops_64_executed"] / (M["matmul_gflops"] * 1e9)
+        executed = of_limit(I["images_per_s"], M["lensclf_forward_flops_64_executed"])
         r["ratios"]["inference_executed_fraction_of_matmul"] = executed
         rows.append(("Inference as fraction of matmul limit, counting only the multiply-adds executed",
                      f"{100 * executed:.0f}%", "info", ""))

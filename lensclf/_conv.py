@@ -246,10 +246,8 @@ class TapConv2d(nn.Conv2d):
     def forward(self, x):
         if not self._taps_apply(x):
             return super().forward(x)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
-                                        or (self.bias is not None and self.bias.requires_grad)):
-            return _TapConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
-        return tap_conv_forward(x, self.weight, self.bias, self.stride, self.padding)
+        # Records a backward pass only where autograd needs one (training); otherwise just the taps.
+        return _TapConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
 
 
 def use_tap_backward(module):

@@ -18,6 +18,7 @@ trim threshold of twice that) and hands the free memory back with
 
 import contextlib
 import ctypes
+import functools
 import platform
 import sys
 import threading
@@ -40,6 +41,7 @@ _lock = threading.Lock()
 _depth = 0
 
 
+@functools.cache
 def _glibc():
     """The C library, if it is glibc with ``mallopt`` and ``malloc_trim``; else None."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
