@@ -2,8 +2,13 @@
 
 :class:`TrainingCheckpoint` is a skorch callback that
 :class:`~lensclf.LensClassifier` adds when ``checkpoint_dir`` is set. After
-every epoch it writes, atomically, one file ``checkpoint_dir/checkpoint.pt``
-holding plain tensors, numbers, strings, lists and dicts only (so it reads
+every epoch it writes, atomically, one file per fit,
+``checkpoint_dir/checkpoint-<key>.pt``, where the key is a hash of the
+training parameters and of the data's fingerprint: the clones that
+``cross_val_score`` or ``GridSearchCV(n_jobs=2)`` fit at the same time write
+different files, and ``fit(..., resume=True)`` finds its own. A lock file
+beside it refuses a second live fit of the very same parameters and data. The
+file holds plain tensors, numbers, strings, lists and dicts only (so it reads
 back with ``torch.load(weights_only=True)``, which never runs code): the
 network, optimizer, learning-rate scheduler and best-weights (early stopping)
 states, the history, the random generators of the sampler, of the augmenter
@@ -16,25 +21,35 @@ on with the same batches, augmentations and weights as without the stop.
 
 import hashlib
 import json
+import numbers
 import os
+import socket
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.history import History
 
+from ._files import atomic_write
 from ._transforms import BatchAugmenter
 
 __all__ = [
-    "CHECKPOINT_FILE_NAME",
+    "FitLock",
     "TrainingCheckpoint",
+    "checkpoint_path",
     "data_fingerprint",
     "history_from_checkpoint",
     "read_checkpoint",
+    "resume_state",
+    "training_params",
 ]
 
-#: Name of the checkpoint file inside ``checkpoint_dir``.
-CHECKPOINT_FILE_NAME = "checkpoint.pt"
+#: Checkpoint file names inside ``checkpoint_dir``: ``checkpoint-<key>.pt``.
+CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX = "checkpoint-", ".pt"
+#: Parameters that do not change what training does (they only affect prediction or output);
+#: max_epochs may change between an interrupted fit and its resumption (to train longer).
+NOT_TRAINING_PARAMS = ("verbose", "checkpoint_dir", "device", "tta", "prior", "threshold",
+                       "predict_batch_size", "max_epochs", "callbacks")
 _FORMAT = 1
 _EARLY_STOPPING_FIELDS = ("misses_", "dynamic_threshold_", "best_epoch_")
 
@@ -120,13 +135,134 @@ def read_checkpoint(path):
     return state
 
 
+def training_params(estimator):
+    """The training parameters as a JSON string, to tell whether a checkpoint belongs to them."""
+    params = {}
+    for name, value in estimator.get_params(deep=False).items():
+        if name in NOT_TRAINING_PARAMS:
+            continue
+        if isinstance(value, type):
+            value = f"{value.__module__}.{value.__qualname__}"
+        elif isinstance(value, np.random.RandomState):
+            value = "RandomState"
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, numbers.Number) and not isinstance(value, bool):
+            value = value.item() if hasattr(value, "item") else value
+        params[name] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    return json.dumps(params, sort_keys=True)
+
+
+def checkpoint_path(directory, params, fingerprint):
+    """The checkpoint file of the fit with training parameters ``params`` on data ``fingerprint``."""
+    key = hashlib.sha256(json.dumps([params, fingerprint], sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(os.fspath(directory), f"{CHECKPOINT_PREFIX}{key}{CHECKPOINT_SUFFIX}")
+
+
+def _checkpoints_in(directory):
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names
+            if n.startswith(CHECKPOINT_PREFIX) and n.endswith(CHECKPOINT_SUFFIX)]
+
+
+def resume_state(directory, params, fingerprint):
+    """``(state, path)`` of the checkpoint a resumed fit continues from, or a clear :class:`ValueError`.
+
+    When this fit's own file is missing but the folder holds checkpoints of
+    other fits, the message says how the closest one differs (data or
+    parameters).
+    """
+    directory = os.fspath(directory)
+    path = checkpoint_path(directory, params, fingerprint)
+    if os.path.isfile(path):
+        return read_checkpoint(path), path
+    others = _checkpoints_in(directory)
+    if not others:
+        raise ValueError(f"No checkpoint to resume from in {directory!r} (training stopped before its first "
+                         "epoch ended, or never ran there).")
+    other = max(others, key=os.path.getmtime)
+    state = read_checkpoint(other)
+    if state["data"] != fingerprint:
+        raise ValueError(
+            f"{other}: the checkpoint in this folder was written while training on other data "
+            f"({state['data']['n_samples']} images of shape {tuple(state['data']['image_shape'])}); "
+            f"resume with the same X and y (got {fingerprint['n_samples']} images of shape "
+            f"{tuple(fingerprint['image_shape'])}).")
+    saved, current = json.loads(state["params"]), json.loads(params)
+    changed = sorted(name for name in set(saved) | set(current) if saved.get(name) != current.get(name))
+    details = ", ".join(f"{name}={saved.get(name)!r} (now {current.get(name)!r})" for name in changed)
+    raise ValueError(f"{other}: the checkpoint in this folder was written with other parameters: {details}; "
+                     "resume with the same parameters.")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FitLock:
+    """``<checkpoint>.lock`` for the time one fit writes a checkpoint file: a second live fit is refused.
+
+    A lock left by a process that no longer runs (on this host) is taken over.
+    """
+
+    def __init__(self, path):
+        self.path = f"{path}.lock"
+        self._owned = False
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    with open(self.path, encoding="utf-8") as handle:
+                        host, _, pid = handle.read().strip().rpartition(" ")
+                    pid = int(pid)
+                except (OSError, ValueError):
+                    host, pid = None, None
+                if host == socket.gethostname() and pid is not None and not _alive(pid):
+                    try:
+                        os.unlink(self.path)  # stale: its process is gone
+                    except FileNotFoundError:
+                        pass
+                    continue
+                raise RuntimeError(
+                    f"{self.path}: another fit ({host or 'unknown host'}, process {pid}) is training with the same "
+                    "parameters on the same data and writes this checkpoint; wait for it, or give this fit its "
+                    "own checkpoint_dir.") from None
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(me)
+            self._owned = True
+            return self
+        raise RuntimeError(f"{self.path}: could not take the checkpoint lock.")
+
+    def __exit__(self, *exc_info):
+        if self._owned:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self._owned = False
+
+
 class TrainingCheckpoint(Callback):
     """Write the full training state after each epoch; optionally restore one first.
 
     Parameters
     ----------
-    directory : str or os.PathLike
-        Folder of ``checkpoint.pt`` (created if missing).
+    path : str or os.PathLike
+        The checkpoint file (its folder is created if missing).
     extra : dict
         Plain data saved alongside (tensors, numbers, strings, lists, dicts).
     restore : dict or None
@@ -135,15 +271,10 @@ class TrainingCheckpoint(Callback):
         (so this callback must come after the scheduler and early stopping).
     """
 
-    def __init__(self, directory, extra=None, restore=None):
-        self.directory = directory
+    def __init__(self, path, extra=None, restore=None):
+        self.path = os.fspath(path)
         self.extra = extra
         self.restore = restore
-
-    @property
-    def path(self):
-        """Path of the checkpoint file."""
-        return os.path.join(os.fspath(self.directory), CHECKPOINT_FILE_NAME)
 
     def release(self):
         """Forget the data kept for saving and restoring (before pickling a fitted model)."""
@@ -190,9 +321,7 @@ class TrainingCheckpoint(Callback):
             saved = {name: _plain(getattr(stopper, name)) for name in _EARLY_STOPPING_FIELDS}
             saved["best_model_weights"] = stopper.best_model_weights_
             state["early_stopping"] = saved
-        from ._io import atomic_write  # (not at the top: _io imports the classifier, which imports this)
-
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with atomic_write(self.path, "wb") as handle:
             torch.save(state, handle)
 

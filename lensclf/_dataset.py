@@ -24,10 +24,14 @@ class LensDataset(Dataset):
         Labels; ``None`` for prediction.
     indices : array of int or None
         The subset of rows this dataset covers (no copy of X is made).
+    check_finite : bool
+        Refuse batches with NaN or infinite pixels, naming their rows (for
+        prediction; ``fit`` checks every pixel once beforehand).
     """
 
-    def __init__(self, X, y=None, indices=None):
+    def __init__(self, X, y=None, indices=None, check_finite=False):
         self.X = X
+        self.check_finite = check_finite
         self.y = None if y is None else np.asarray(y, dtype=np.float32)
         self.indices = np.arange(len(X)) if indices is None else np.asarray(indices)
 
@@ -40,6 +44,10 @@ class LensDataset(Dataset):
         order = np.argsort(rows, kind="stable")
         images = np.empty((len(rows),) + tuple(self.X.shape[1:]), dtype=np.float32)
         images[order] = self.X[rows[order]]
+        if self.check_finite:
+            finite = np.isfinite(images.reshape(len(rows), -1)).all(axis=1)
+            if not finite.all():
+                raise ValueError(f"X contains NaN or infinite pixels at index {rows[~finite][:5].tolist()}.")
         x = torch.from_numpy(images)
         if self.y is None:
             return x, None

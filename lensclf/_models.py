@@ -1,9 +1,12 @@
 """ResNet builders: architecture, weights, input stem and a one-logit head.
 
 The network that :class:`~lensclf.LensClassifier` trains is a :class:`LensNet`:
-per-channel standardisation (statistics fitted on the training data and stored
-as buffers, so a saved model carries its own preprocessing), an optional resize
-of the input, then a torchvision ResNet whose final layer gives one logit.
+input scaling (per-band statistics of the training data stored as buffers, so a
+saved model carries its own preprocessing, or each image standardised on its
+own), an optional resize, then a plain torchvision ResNet whose final layer
+gives one logit. In evaluation mode it also applies the prediction settings
+(test-time augmentation, a shift of the logits for another lens prior), so
+``clf.net_`` and the estimator predict the same.
 """
 
 import os
@@ -13,9 +16,27 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision import models
 
-from ._conv import use_tap_backward
+from ._cpu import resnet_forward
+from ._transforms import dihedral, dihedral_views
 
-__all__ = ["ARCHITECTURES", "STEMS", "LensNet", "build_backbone"]
+__all__ = ["ARCHITECTURES", "SCALINGS", "STEMS", "LensNet", "build_backbone", "standardize_per_image"]
+
+#: Input scalings: ``"dataset"`` standardises each band with statistics of the
+#: training set; ``"image"`` standardises each band of each image on its own.
+SCALINGS = ("dataset", "image")
+
+
+def standardize_per_image(x):
+    """Each band of each image to mean 0 and standard deviation 1.
+
+    Invariant to any per-band affine rescaling of the pixels, so min-max scaled
+    cutouts (like DeepLense Test II) and raw fluxes give the same network input.
+    A constant band becomes zeros.
+    """
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True)
+    tiny = 1e-6 * torch.clamp(mean.abs(), min=1.0)
+    return (x - mean) / torch.where(std > tiny, std, torch.ones_like(std))
 
 #: torchvision builders and their ImageNet weights, by architecture name.
 ARCHITECTURES = {
@@ -23,20 +44,6 @@ ARCHITECTURES = {
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
 }
-
-#: How many of the ResNet's five stages (stem, layer1 ... layer4) run in the
-#: channels-last memory format on CPU. Measured on a 2-core AVX-512 CPU with
-#: ``benchmarks/bench_fast_paths.py``: channels-last is faster for the large
-#: early feature maps (vectorised max-pool, batch norm, ReLU) and slower for the
-#: 4x4 and 2x2 maps of layer3 and layer4, in training and in inference.
-#: (layer4's convolutions on 2x2 and 3x3 maps are the tap-wise ones of
-#: :mod:`lensclf._conv`, whose output is channels-last whatever this says.)
-CPU_CHANNELS_LAST_STAGES = 3
-
-#: Whether the stem max-pools before its ReLU (the same function as torchvision's
-#: ReLU-then-pool, see :meth:`LensNet.stages`). Measured with
-#: ``benchmarks/bench_fast_paths.py`` (the ``relu_first`` variant).
-POOL_BEFORE_RELU = True
 
 #: Input stems: ``"standard"`` is torchvision's (7x7 stride-2 conv, max-pool);
 #: ``"small"`` is the variant for small images (3x3 stride-1 conv, no max-pool).
@@ -137,9 +144,7 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
     Returns
     -------
     torch.nn.Module
-        A ResNet whose ``fc`` layer outputs one logit. Its convolutions are
-        :class:`~lensclf._conv.TapConv2d`: ``nn.Conv2d``, computed faster on
-        the small feature maps of the last stage (on CPU).
+        A plain torchvision ResNet whose ``fc`` layer outputs one logit.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r} is not supported; choose one of {sorted(ARCHITECTURES)}.")
@@ -177,11 +182,11 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
                 mean = conv1_weight.mean(dim=1, keepdim=True)
                 model.conv1.weight.copy_(mean.repeat(1, in_channels, 1, 1) * 3.0 / in_channels)
     model.fc = nn.Linear(model.fc.in_features, 1)
-    return use_tap_backward(model)
+    return model
 
 
 class LensNet(nn.Module):
-    """Standardise, optionally resize, then a ResNet giving one logit per image.
+    """Scale, optionally resize, then a ResNet giving one logit per image.
 
     Parameters
     ----------
@@ -193,51 +198,58 @@ class LensNet(nn.Module):
         ``None`` keeps the native size.
     channel_mean, channel_std : sequence of float or None
         Per-channel statistics of the training data, applied as
-        ``(x - mean) / std`` inside the network.
+        ``(x - mean) / std`` inside the network (``scaling="dataset"``).
+    scaling : {"dataset", "image"}
+        ``"image"``: :func:`standardize_per_image` instead of the statistics.
+    fast_paths : bool
+        Compute the ResNet with :func:`lensclf._cpu.resnet_forward` when the
+        input is on the CPU (same function, faster; the modules are unchanged).
+
+    Attributes
+    ----------
+    tta : bool
+        In evaluation mode, average the logits over the 8 flips and rotations.
+    logit_shift : float
+        Added to the logits in evaluation mode (a change of the lens prior).
     """
 
     def __init__(self, arch="resnet18", weights=None, in_channels=3, stem="standard",
-                 input_size=None, channel_mean=None, channel_std=None):
+                 input_size=None, channel_mean=None, channel_std=None, scaling="dataset", fast_paths=False):
         super().__init__()
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling={scaling!r} is not supported; choose one of {list(SCALINGS)}.")
         self.input_size = input_size
+        self.scaling = scaling
+        self.fast_paths = bool(fast_paths)
+        self.tta = False
+        self.logit_shift = 0.0
         mean = torch.zeros(in_channels) if channel_mean is None else torch.as_tensor(channel_mean)
         std = torch.ones(in_channels) if channel_std is None else torch.as_tensor(channel_std)
         self.register_buffer("channel_mean", mean.float().reshape(1, -1, 1, 1).clone())
         self.register_buffer("channel_std", std.float().reshape(1, -1, 1, 1).clone())
         self.backbone = build_backbone(arch, weights, in_channels=in_channels, stem=stem)
 
-    def forward(self, x):
-        x = (x - self.channel_mean) / self.channel_std
+    def scale(self, x):
+        """The network's input scaling (and resize) of a batch."""
+        if self.scaling == "image":
+            x = standardize_per_image(x)
+        else:
+            x = (x - self.channel_mean) / self.channel_std
         if self.input_size is not None and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size),
                               mode="bilinear", align_corners=False)
-        return self.run_backbone(x).squeeze(-1)
+        return x
 
-    def stages(self):
-        """The backbone's five stages in order: stem (conv, norm, pool, ReLU), layer1 ... layer4.
+    def logits(self, x):
+        """The backbone's logits for scaled images."""
+        if self.fast_paths and x.device.type == "cpu":
+            return resnet_forward(self.backbone, x).squeeze(-1)
+        return self.backbone(x).squeeze(-1)
 
-        torchvision's stem applies ReLU, then max-pooling. The two commute exactly
-        (ReLU is non-decreasing, so the maximum of the rectified values is the
-        rectified maximum, and the gradient reaches the same positions), and
-        pooling first leaves ReLU and its backward pass a quarter of the pixels
-        (:data:`POOL_BEFORE_RELU`).
-        """
-        b = self.backbone
-        stem = (b.conv1, b.bn1, b.maxpool, b.relu) if POOL_BEFORE_RELU else (b.conv1, b.bn1, b.relu, b.maxpool)
-        return [stem, (b.layer1,), (b.layer2,), (b.layer3,), (b.layer4,)]
-
-    def run_backbone(self, x, channels_last_stages=None):
-        """The ResNet forward pass, with the first stages in channels-last memory format on CPU.
-
-        Same arithmetic as ``self.backbone(x)``; only the memory layout of the
-        intermediate feature maps differs (see :data:`CPU_CHANNELS_LAST_STAGES`).
-        """
-        if channels_last_stages is None:
-            channels_last_stages = CPU_CHANNELS_LAST_STAGES if x.device.type == "cpu" else 0
-        for index, stage in enumerate(self.stages()):
-            layout = torch.channels_last if index < channels_last_stages else torch.contiguous_format
-            x = x.contiguous(memory_format=layout)
-            for layer in stage:
-                x = layer(x)
-        b = self.backbone
-        return b.fc(torch.flatten(b.avgpool(x), 1))
+    def forward(self, x):
+        x = self.scale(x)
+        if self.training:
+            return self.logits(x)
+        views = dihedral_views() if self.tta else [(0, False)]
+        out = sum(self.logits(dihedral(x, k, flip)) for k, flip in views) / len(views)
+        return out + self.logit_shift if self.logit_shift else out

@@ -15,8 +15,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._io import atomic_write as _atomic_file
-from ._io import check_output_folder
+from ._files import atomic_write, check_output_folder, save_figure
 from .metrics import evaluate_scores, predict_from_scores
 from .plots import (
     _history_columns,
@@ -41,15 +40,6 @@ REPORT_FILES = (
     "errors_gallery.png",
     "history.png",
 )
-
-
-def _save_figure(fig, path):
-    """Save ``fig`` as PNG atomically, then close it."""
-    try:
-        with _atomic_file(path, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=120)
-    finally:
-        plt.close(fig)
 
 
 def write_report(
@@ -149,11 +139,11 @@ def write_report(
     os.makedirs(out_dir, exist_ok=True)
     path = lambda name: os.path.join(out_dir, name)  # noqa: E731
 
-    with _atomic_file(path("metrics.json"), "w", encoding="utf-8") as handle:
+    with atomic_write(path("metrics.json"), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2, allow_nan=False)
         handle.write("\n")
 
-    with _atomic_file(path("scores.csv"), "w", encoding="utf-8", newline="") as handle:
+    with atomic_write(path("scores.csv"), "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name" if names is not None else "index", "label", "score"])
         for i in range(len(y_true)):
@@ -163,22 +153,22 @@ def write_report(
     fig, (ax_lin, ax_log) = plt.subplots(1, 2, figsize=(10.0, 4.5), layout="constrained")
     plot_roc(y_true, y_score, ax=ax_lin, auc_ci=auc_ci)
     plot_roc(y_true, y_score, ax=ax_log, auc_ci=auc_ci, log_fpr=True)
-    _save_figure(fig, path("roc.png"))
+    save_figure(fig, path("roc.png"))
 
-    _save_figure(plot_precision_recall(y_true, y_score).figure, path("precision_recall.png"))
+    save_figure(plot_precision_recall(y_true, y_score).figure, path("precision_recall.png"))
 
     fig, (ax_counts, ax_norm) = plt.subplots(1, 2, figsize=(9.0, 4.0), layout="constrained")
     y_pred = predict_from_scores(y_score, threshold)
     plot_confusion_matrix(y_true, y_pred, ax=ax_counts)
     plot_confusion_matrix(y_true, y_pred, ax=ax_norm, normalize="true")
     ax_counts.set_title(f"Confusion matrix (threshold {threshold:g})")
-    _save_figure(fig, path("confusion_matrix.png"))
+    save_figure(fig, path("confusion_matrix.png"))
 
     fig, (ax_lin, ax_log) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
     plot_score_histogram(y_true, y_score, ax=ax_lin, threshold=threshold)
     plot_score_histogram(y_true, y_score, ax=ax_log, threshold=threshold, log_y=True)
     ax_log.set_title("Score distribution (log counts)")
-    _save_figure(fig, path("score_histogram.png"))
+    save_figure(fig, path("score_histogram.png"))
 
     optional = {
         "errors_gallery.png": None if X is None else (lambda: plot_error_gallery(X, y_true, y_score, names=names, threshold=threshold)),
@@ -186,7 +176,7 @@ def write_report(
     }
     for name, make_figure in optional.items():
         if make_figure is not None:
-            _save_figure(make_figure(), path(name))
+            save_figure(make_figure(), path(name))
         elif os.path.exists(path(name)):
             os.remove(path(name))  # stale file from an earlier report (overwrite=True)
     return metrics

@@ -30,6 +30,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from . import _lensing
+from ._layout import CLASS_FOLDERS
 
 __all__ = ["make_lenses", "write_lens_dir", "DIFFICULTIES", "NONLENS_KINDS"]
 
@@ -855,8 +856,7 @@ def make_lenses(
     return tuple(result)
 
 
-_FOLDERS = (("train", 1, "train_lenses"), ("train", 0, "train_nonlenses"),
-            ("test", 1, "test_lenses"), ("test", 0, "test_nonlenses"))
+_FOLDERS = CLASS_FOLDERS  # (split, label, folder name) of the four DeepLense class folders
 
 
 def _write_chunk(settings, entropy, split, label, start, stop, normalize, folder):

@@ -20,7 +20,7 @@ import pytest
 
 import lensclf
 from lensclf import LensClassifier, LensDataError, load_lens_dir
-from lensclf import cli
+from lensclf import cli, workflows
 from lensclf.cli import main
 
 from conftest import REAL_SAMPLE, SCORE_TOLERANCE
@@ -208,7 +208,7 @@ def test_predict_on_a_stack_a_folder_and_single_files(model, reference, tmp_path
     np.save(stack, stack_images)
     single = os.path.join(REAL_SAMPLE, "test_nonlenses", "7.npy")
     out_csv = tmp_path / "scores.csv"
-    monkeypatch.setattr(cli, "PREDICT_CHUNK_SIZE", 3)  # several chunks per stack and per file list
+    monkeypatch.setattr(workflows, "PREDICT_CHUNK_SIZE", 3)  # several chunks per stack and per file list
     code, out, err = run_cli(["predict", model, stack, os.path.join(REAL_SAMPLE, "test_lenses"), single,
                               "--out", out_csv, "--batch-size", 4])
     assert code == 0, err

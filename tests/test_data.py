@@ -1,4 +1,5 @@
-"""Tests of the data loader: lensclf._data (load_lens_dir, read_lens_file, LensFileArray, open_lens_stack)."""
+"""Tests of the data loader: read_lens_file and open_lens_stack (lensclf._npy), load_lens_dir (lensclf._layout),
+LensFileArray (lensclf._filearray)."""
 
 import hashlib
 import os
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.lib import format as npy_format
 
-import lensclf._data as data_module
+import lensclf._npy as npy_module
 from lensclf import (
     LensDataError,
     LensDataWarning,
@@ -24,6 +25,11 @@ from lensclf import (
     open_lens_stack,
     read_lens_file,
 )
+from lensclf._checks import majority_shape
+from lensclf._inputs import expand_inputs, plan_inputs, read_input_files
+from lensclf._layout import CLASS_FOLDERS as LAYOUT_FOLDERS
+from lensclf._layout import class_folders, count_npy, natural_key
+from lensclf._npy import npy_shape
 
 SAMPLE = Path(__file__).parent / "data" / "deeplense_test2_sample"
 CLASS_FOLDERS = ("train_lenses", "train_nonlenses", "test_lenses", "test_nonlenses")
@@ -279,7 +285,7 @@ def test_permission_error_from_the_os_is_reported(tmp_path, monkeypatch):
     def denied(file, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(data_module, "open", denied, raising=False)
+    monkeypatch.setattr(npy_module, "open", denied, raising=False)
     with pytest.raises(LensDataError, match=r"locked\.npy: cannot be read: permission denied"):
         read_lens_file(path)
 
@@ -787,3 +793,99 @@ def test_open_lens_stack_rejects(tmp_path, write, words):
     assert str(info.value).startswith(str(path) + ": ")
     for word in words:
         assert word in str(info.value)
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def test_natural_key_and_class_folders():
+    names = ["10.npy", "img_20.npy", "2.npy", "Img_3.npy", "1.npy"]
+    assert sorted(names, key=natural_key) == ["1.npy", "2.npy", "10.npy", "Img_3.npy", "img_20.npy"]
+    assert [folder.name for folder in LAYOUT_FOLDERS] == list(CLASS_FOLDERS)
+    assert [(folder.name, folder.label) for folder in class_folders("test")] == [("test_lenses", 1), ("test_nonlenses", 0)]
+
+
+def test_count_npy_and_npy_shape(tmp_path):
+    make_layout(tmp_path, n_per_folder=3, shape=(2, 8, 8), folders=("test_lenses",))
+    (tmp_path / "test_lenses" / ".hidden.npy").write_bytes(b"")
+    (tmp_path / "test_lenses" / "notes.txt").write_text("x")
+    assert count_npy(tmp_path / "test_lenses") == 3
+    assert count_npy(tmp_path / "missing") is None
+    assert npy_shape(tmp_path / "test_lenses" / "1.npy") == (2, 8, 8)
+    np.save(tmp_path / "stack.npy", np.zeros((4, 2, 8, 8), np.complex64))
+    assert npy_shape(tmp_path / "stack.npy") == (4, 2, 8, 8)  # the header only: any dtype
+    for unreadable in (tmp_path / "test_lenses" / "notes.txt", tmp_path / "test_lenses", tmp_path / "gone.npy"):
+        assert npy_shape(unreadable) is None
+
+
+def test_majority_shape_vote():
+    a, b, c = (3, 8, 8), (4, 8, 8), (5, 8, 8)
+    assert majority_shape([a, None, b, b]) == (b, 2)
+    assert majority_shape([a, b, None]) == (a, 1)  # a tie goes to the first shape
+    assert majority_shape([c, a, b, b, c], prefer=b) == (b, 2)
+    assert majority_shape([c, a, b, b, c]) == (c, 2)
+    assert majority_shape([None, None]) == (None, 0)
+
+
+# --------------------------------------------------------------------------- prediction inputs
+
+
+def test_expand_and_plan_inputs(tmp_path):
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("10.npy", "2.npy", "odd.npy"):
+        np.save(folder / name, random_cutout(rng, (4, 8, 8) if name == "odd.npy" else (3, 8, 8)))
+    (folder / "notes.txt").write_text("x")
+    np.save(tmp_path / "stack.npy", np.stack([random_cutout(rng, (3, 8, 8)) for _ in range(5)]))
+    np.save(tmp_path / "empty_stack.npy", np.zeros((0, 3, 8, 8), np.float32))
+    (tmp_path / "junk.npy").write_text("junk")
+
+    inputs = [folder, tmp_path / "stack.npy", tmp_path / "junk.npy", tmp_path / "empty_stack.npy"]
+    files = expand_inputs(inputs)
+    assert [Path(f).name for f in files] == ["2.npy", "10.npy", "odd.npy", "stack.npy", "junk.npy", "empty_stack.npy"]
+
+    plan, skipped = plan_inputs(files, (3, 8, 8), "skip")
+    assert plan == [
+        ("files", [str(folder / "2.npy"), str(folder / "10.npy")]),
+        ("stack", str(tmp_path / "stack.npy"), 5),
+        ("files", [str(tmp_path / "junk.npy")]),  # unreadable header: reported when read
+    ]
+    assert skipped == [
+        (str(folder / "odd.npy"), "has shape (4, 8, 8); the model expects (3, 8, 8)"),
+        (str(tmp_path / "empty_stack.npy"), "is a stack that holds no cutouts"),
+    ]
+    with pytest.raises(LensDataError, match=r"odd\.npy: has shape \(4, 8, 8\); the model expects \(3, 8, 8\)"):
+        plan_inputs(files, [3, 8, 8], "raise")
+    with pytest.raises(LensDataError, match="stack of cutouts of shape"):
+        plan_inputs([str(tmp_path / "stack.npy")], (3, 16, 16), "raise")
+
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        expand_inputs([tmp_path / "nope"])
+    (tmp_path / "none").mkdir()
+    with pytest.raises(LensDataError, match="folder holds no .npy files"):
+        expand_inputs([tmp_path / "none"])
+
+
+def test_read_input_files(tmp_path):
+    rng = np.random.default_rng(1)
+    good = [tmp_path / f"{k}.npy" for k in range(3)]
+    written = [random_cutout(rng, (3, 8, 8)) for _ in good]
+    for path, image in zip(good, written):
+        np.save(path, image)
+    empty, nan = tmp_path / "empty.npy", tmp_path / "nan.npy"
+    empty.write_bytes(b"")
+    image = random_cutout(rng, (3, 8, 8))
+    image[0, 0, 0] = np.nan
+    np.save(nan, image)
+    paths = [str(good[0]), str(empty), str(good[1]), str(nan), str(good[2])]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the problems are returned
+        X, kept, skipped = read_input_files(paths, "skip")
+    assert kept == [str(p) for p in good]
+    np.testing.assert_array_equal(X, np.stack(written))
+    assert [p for p, _ in skipped] == [str(empty), str(nan)]
+    with pytest.raises(LensDataError, match="empty.npy: is empty"):
+        read_input_files(paths, "raise")
+    assert read_input_files([str(empty)], "skip")[:2] == (None, [])

@@ -16,7 +16,8 @@ from sklearn.exceptions import NotFittedError
 
 import lensclf
 from lensclf import LensClassifier, load_model, read_model_metadata, save_model
-from lensclf._io import FORMAT_VERSION, atomic_save_json, atomic_write
+from lensclf._files import atomic_save_json, atomic_write
+from lensclf._modelfile import FORMAT_VERSION
 from lensclf._models import LensNet
 
 from conftest import make_ring_images
@@ -166,7 +167,9 @@ def test_file_is_small_and_holds_cpu_tensors_only(trained):
                                              k.startswith("backbone.") for k in tensors)
 
 
-def test_gpu_trained_model_loads_on_this_machine(trained, tmp_path):
+def test_model_whose_file_says_cuda_loads_on_this_machine(trained, tmp_path):
+    # A file saved on a GPU machine differs from a CPU one only in its metadata (parameters and the
+    # fitted device say "cuda"; safetensors stores no device): such a file loads where there is none.
     clf, _, X = trained
     on_gpu = _fitted_copy(clf, device="cuda")  # as saved from a GPU machine
     path = on_gpu.save(tmp_path / "gpu.safetensors")
@@ -182,6 +185,17 @@ def test_gpu_trained_model_loads_on_this_machine(trained, tmp_path):
     with pytest.raises(ValueError, match="not a torch device"):
         load_model(path, device="gpu please")
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_fit_saves_and_loads_on_cpu(tmp_path):
+    X, y = make_ring_images(64, size=32, seed=4)
+    on_gpu = LensClassifier(max_epochs=1, batch_size=16, verbose=0, random_state=0, device="cuda").fit(X, y)
+    assert next(on_gpu.net_.module_.parameters()).device.type == "cuda"
+    path = on_gpu.save(tmp_path / "gpu.safetensors")
+    on_cpu = load_model(path, device="cpu")
+    assert next(on_cpu.net_.module_.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(on_cpu.predict_proba(X), on_gpu.predict_proba(X), rtol=1e-3, atol=1e-4)
 
 def test_unsaveable_parameter_takes_its_default(trained, tmp_path):
     clf, _, X = trained

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchvision import models
 
-from lensclf import LensClassifier, _models
+from lensclf import LensClassifier
+from lensclf._cpu import resnet_forward
 from lensclf._models import LensNet, build_backbone
 
 from conftest import make_ring_images
@@ -43,7 +44,7 @@ def test_standardisation_is_inside_the_network():
 
 
 @pytest.mark.parametrize("stem", ["standard", "small"])
-def test_memory_layout_and_stem_order_do_not_change_the_function(stem, monkeypatch):
+def test_memory_layout_and_stem_order_do_not_change_the_function(stem):
     # The CPU fast path runs the first stages in channels-last layout, and the stem max-pools before
     # its ReLU; every layout and both stem orders give torchvision's network function. Training mode,
     # float64 (exact up to rounding): outputs and gradients.
@@ -55,13 +56,13 @@ def test_memory_layout_and_stem_order_do_not_change_the_function(stem, monkeypat
     reference_grad = net.backbone.conv1.weight.grad.clone()
     for stages, pool_first in [(k, True) for k in range(6)] + [(3, False)]:
         net.zero_grad()
-        monkeypatch.setattr(_models, "POOL_BEFORE_RELU", pool_first)
-        out = net.run_backbone(x, channels_last_stages=stages).squeeze(-1)
+        out = resnet_forward(net.backbone, x, channels_last_stages=stages, pool_first=pool_first).squeeze(-1)
         out.sum().backward()
         torch.testing.assert_close(out, reference, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(net.backbone.conv1.weight.grad, reference_grad, rtol=1e-7, atol=1e-9)
-    # Evaluation in float32 with the default (CPU: channels-last first stages) path.
+    # Evaluation in float32 with the fast path (CPU: channels-last first stages).
     net = net.float().eval()
+    net.fast_paths = True
     with torch.inference_mode():
         torch.testing.assert_close(net(x.float()), net.backbone(x.float()).squeeze(-1), rtol=1e-4, atol=1e-4)
 

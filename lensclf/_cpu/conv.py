@@ -1,54 +1,24 @@
-"""A 2-D convolution computed as one matrix product per kernel tap on small maps (CPU).
+"""A 2-D convolution computed as one matrix product per kernel tap, for small maps on CPU.
 
 On the native 64x64 input, ResNet's layer4 works on 2x2 feature maps (3x3 at
-``input_size=96``). There most of a padded 3x3 kernel's taps fall on zeros,
-and oneDNN's kernels for these shapes run far below the machine's
-matrix-product rate, the backward ones most of all. Measured on the 2-core
-reference CPU, batch 64, float32 (``python benchmarks/bench_fast_paths.py
---convolutions``, 2026-11-26; the backward pass gives input and weight
-gradients together, and torch's figure for the first row varies between 19
-and 34 ms from run to run), in ms:
-
-==============================  ===========  ==========  ============  ===========
-convolution (output map)         forward,     forward,    backward,     backward,
-                                 torch        taps        torch         taps
-==============================  ===========  ==========  ============  ===========
-512->512, 3x3 (2x2)              4.6          3.5         24.1          7.0
-256->512, 3x3 stride 2 (2x2)     2.5          2.6         14.1          5.3
-256->512, 1x1 stride 2 (2x2)     0.4          0.4          1.7          0.8
-512->512, 3x3 (3x3)              9.1          7.9         29.3         17.4
-256->512, 3x3 stride 2 (3x3)     4.2          5.4         18.3         11.3
-256->256, 3x3 (4x4)              3.5          4.3          7.8          8.9
-==============================  ===========  ==========  ============  ===========
-
-For each kernel tap, the pairs of (output, input) positions that it connects
-without touching the padding form two strided slices of the feature maps, and
-the tap's share of the output, and of both gradients, is one matrix product
-over those slices. The result is the same as torch's up to float rounding.
-The taps compute in (N, H, W, C) order, so their output is in channels-last
-memory format; that also makes the batch norms of layer4 run on channels-last
-maps, where torch's kernel is several times faster for 2x2 maps than in the
-default layout (0.16 ms instead of 1.3 ms backward for 64x512x2x2).
-
-In a whole training step of ResNet18 at 64 px (batch 64), taps in the backward
-pass only took the training rate from 208 to 241 images/s; taps in the forward
-pass too, with the input and the weight put in tap order once and kept for the
-backward pass, from 250 to 264 (the two versions of this module timed in turn,
-three interleaved runs, 2026-11-26). ``bench_fast_paths.py --quick`` (with
-:mod:`lensclf._heap` as well) gives 268-275 images/s with the taps and 215-221
-with ``taps=0``. Inference (batch 256) goes from 717 to 769 images/s (means of
-four interleaved runs).
+96 px). There most of a padded 3x3 kernel's taps fall on zeros, and oneDNN's
+kernels for these shapes run far below the machine's matrix-product rate, the
+backward ones most of all. For each kernel tap, the pairs of (output, input)
+positions it connects without touching the padding form two strided slices of
+the feature maps, and the tap's share of the output and of both gradients is
+one matrix product over those slices: the same result as torch's up to float
+rounding. The taps compute in (N, H, W, C) order, so the output is
+channels-last, where batch norm on 2x2 maps is also faster.
+Measurements: docs/benchmarks.md ("CPU fast paths").
 """
 
 import torch
-from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 
-__all__ = ["MAX_TAP_POSITIONS", "TapConv2d", "tap_conv_backward", "tap_conv_forward", "use_tap_backward"]
+__all__ = ["MAX_TAP_POSITIONS", "conv2d", "tap_conv_backward", "tap_conv_forward", "taps_apply"]
 
 #: The tap-wise convolution is used for output maps of at most this many
-#: positions (3x3); from 4x4 up oneDNN is faster (table above).
+#: positions (3x3); from 4x4 up oneDNN is faster (docs/benchmarks.md).
 MAX_TAP_POSITIONS = 9
 
 
@@ -222,42 +192,29 @@ def _autocast_enabled():
         return torch.is_autocast_cpu_enabled()
 
 
-class TapConv2d(nn.Conv2d):
-    """:class:`torch.nn.Conv2d` computed tap by tap on small CPU maps.
+def taps_apply(conv, x):
+    """Whether ``conv(x)`` is computed tap-wise: where it was measured to be faster.
 
-    Same parameters and state dict as ``nn.Conv2d``, and the same outputs and
-    gradients up to float rounding; only the way they are computed differs, and
-    only where it was measured to be faster: on CPU, in float32/float64 without
-    autocast, for output maps of at most :data:`MAX_TAP_POSITIONS` positions,
-    zero padding, no dilation, one group. There the output is in channels-last
-    memory format.
+    On CPU, in float32/float64 without autocast, for output maps of at most
+    :data:`MAX_TAP_POSITIONS` positions, zero padding, no dilation, one group.
     """
-
-    def _taps_apply(self, x):
-        """Whether this call takes the tap-wise path (see the class docstring)."""
-        if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1)
-                or self.padding_mode != "zeros" or isinstance(self.padding, str)
-                or x.dtype != self.weight.dtype or _autocast_enabled()):
-            return False
-        out_h = _output_size(x.shape[2], self.kernel_size[0], self.stride[0], self.padding[0])
-        out_w = _output_size(x.shape[3], self.kernel_size[1], self.stride[1], self.padding[1])
-        return out_h > 0 and out_w > 0 and out_h * out_w <= MAX_TAP_POSITIONS
-
-    def forward(self, x):
-        if not self._taps_apply(x):
-            return super().forward(x)
-        # Records a backward pass only where autograd needs one (training); otherwise just the taps.
-        return _TapConv2d.apply(x, self.weight, self.bias, self.stride, self.padding)
+    if (x.device.type != "cpu" or x.dim() != 4 or conv.groups != 1 or conv.dilation != (1, 1)
+            or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
+            or x.dtype != conv.weight.dtype or x.dtype not in (torch.float32, torch.float64)
+            or _autocast_enabled()):
+        return False
+    out_h = _output_size(x.shape[2], conv.kernel_size[0], conv.stride[0], conv.padding[0])
+    out_w = _output_size(x.shape[3], conv.kernel_size[1], conv.stride[1], conv.padding[1])
+    return out_h > 0 and out_w > 0 and out_h * out_w <= MAX_TAP_POSITIONS
 
 
-def use_tap_backward(module):
-    """Make every ``nn.Conv2d`` inside ``module`` a :class:`TapConv2d`, in place.
+def conv2d(conv, x):
+    """``conv(x)`` for a plain :class:`torch.nn.Conv2d`, tap-wise where :func:`taps_apply` says so.
 
-    Only the class changes (as :mod:`torch.nn.utils.parametrize` does): the
-    parameters, their values and the state dict keys stay the same, and no
-    random numbers are drawn.
+    The module is not changed; outputs and gradients equal torch's up to float
+    rounding. The autograd function records a backward pass only where a
+    gradient is needed.
     """
-    for sub in module.modules():
-        if type(sub) is nn.Conv2d:
-            sub.__class__ = TapConv2d
-    return module
+    if not taps_apply(conv, x):
+        return conv(x)
+    return _TapConv2d.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)

@@ -1,0 +1,188 @@
+"""The one place that builds the skorch network of a :class:`~lensclf.LensClassifier`.
+
+``fit`` calls :func:`build_training_net` (data, sampler, augmentation, callbacks);
+loading a model file calls :func:`build_inference_net` around the module it
+read. Both take their settings from the estimator's parameters through
+:func:`net_kwargs`, so a loaded model is configured exactly like a trained one.
+"""
+
+import functools
+import os
+import sys
+
+import torch
+from skorch import NeuralNetBinaryClassifier
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, PrintLog, ProgressBar
+from skorch.helper import predefined_split
+from skorch.utils import noop
+
+from ._checkpoint import TrainingCheckpoint
+from ._dataset import LensDataset, batch_as_is
+from ._models import LensNet
+from ._sampling import balanced_sampler, positive_weight
+from ._transforms import BatchAugmenter
+from ._validation import as_images, check_optimizer
+
+__all__ = ["LensNeuralNet", "build_inference_net", "build_training_net", "module_kwargs", "net_kwargs", "strip_training_state"]
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_supported(optimizer, device):
+    """Whether ``optimizer(..., fused=True)`` works on ``device`` with this torch (CPU: torch >= 2.4)."""
+    try:
+        optimizer([torch.zeros(1, device=device, requires_grad=True)], lr=0.1, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def colour_wanted(stream=None):
+    """Colour in the epoch table only on a terminal, and never with ``NO_COLOR`` set (no-color.org)."""
+    stream = sys.stdout if stream is None else stream
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class EpochTable(PrintLog):
+    """skorch's epoch table, with the best values coloured only where :func:`colour_wanted` says so."""
+
+    def format_row(self, row, key, color):
+        if key + "_best" in row and not colour_wanted():
+            row = {name: value for name, value in row.items() if name != key + "_best"}
+        return super().format_row(row, key, color)
+
+
+class LensNeuralNet(NeuralNetBinaryClassifier):
+    """skorch's binary classifier, reading images as :class:`~lensclf.LensClassifier` does.
+
+    ``net_.predict_proba(X)`` therefore takes the same inputs (arrays, memory
+    maps, file lists) and gives the same probabilities as the estimator.
+    """
+
+    def get_dataset(self, X, y=None):
+        if isinstance(X, torch.utils.data.Dataset):
+            return X
+        return LensDataset(as_images(X), y, check_finite=y is None)
+
+
+def optimizer_kwargs(estimator, device):
+    """skorch's ``optimizer*`` arguments for the estimator's ``optimizer`` and ``weight_decay``."""
+    optimizer = check_optimizer(estimator.optimizer)
+    kwargs = {"optimizer": optimizer, "optimizer__weight_decay": estimator.weight_decay}
+    if isinstance(estimator.optimizer, str):
+        if optimizer is torch.optim.SGD:
+            kwargs["optimizer__momentum"] = 0.9
+        if _fused_supported(optimizer, device):
+            kwargs["optimizer__fused"] = True
+    return kwargs
+
+
+def module_kwargs(estimator, in_channels, channel_mean, channel_std, device):
+    """:class:`~lensclf._models.LensNet` arguments from the estimator's parameters."""
+    return dict(arch=estimator.arch, weights=estimator.weights, in_channels=int(in_channels),
+                stem=estimator.stem, input_size=estimator.input_size, scaling=estimator.scaling,
+                channel_mean=[float(v) for v in channel_mean], channel_std=[float(v) for v in channel_std],
+                fast_paths=bool(estimator.cpu_fast_paths) and torch.device(device).type == "cpu")
+
+
+def net_kwargs(estimator, device):
+    """The skorch arguments shared by training and inference nets."""
+    kwargs = dict(
+        criterion=torch.nn.BCEWithLogitsLoss,
+        lr=estimator.lr,
+        max_epochs=estimator.max_epochs,
+        batch_size=estimator.batch_size,
+        device=device,
+        iterator_valid__collate_fn=batch_as_is,
+        iterator_valid__batch_size=estimator.predict_batch_size,
+        callbacks__print_log=EpochTable(),
+        verbose=int(estimator.verbose),
+        **optimizer_kwargs(estimator, device),
+    )
+    if torch.device(device).type == "cuda":
+        kwargs["iterator_train__pin_memory"] = True
+        kwargs["iterator_valid__pin_memory"] = True
+    return kwargs
+
+
+def _callbacks(estimator, has_valid, checkpoint):
+    callbacks = [("train_auc", EpochScoring("roc_auc", lower_is_better=False, on_train=True, name="train_auc"))]
+    if has_valid:
+        callbacks.append(("valid_auc", EpochScoring("roc_auc", lower_is_better=False, name="valid_auc")))
+    callbacks.append(("lr_scheduler", LRScheduler(
+        policy="ReduceLROnPlateau", monitor="valid_loss" if has_valid else "train_loss",
+        patience=estimator.lr_patience, factor=0.1, event_name="lr")))
+    if has_valid:
+        patience = estimator.early_stopping if estimator.early_stopping is not None else estimator.max_epochs + 1
+        callbacks.append(("best_weights", EarlyStopping(
+            monitor="valid_auc", lower_is_better=False, patience=patience, threshold=0.0,
+            load_best=True, sink=print if estimator.verbose else noop)))
+    if estimator.verbose:
+        callbacks.append(("progress_bar", ProgressBar(postfix_keys=["train_loss"])))
+    for index, callback in enumerate(estimator.callbacks or []):  # the user's, after lensclf's own
+        name = callback[0] if isinstance(callback, tuple) else f"user_{index}_{type(callback).__name__}"
+        callbacks.append(callback if isinstance(callback, tuple) else (name, callback))
+    if checkpoint is not None:
+        # last: it restores a resumed state after the scheduler and early stopping set themselves up
+        callbacks.append(("checkpoint", checkpoint))
+    return callbacks
+
+
+def build_training_net(estimator, X, y, train_idx, valid_idx, seed, checkpoint=None):
+    """The skorch net that ``fit`` trains, and its training dataset.
+
+    The training subset is drawn by a balanced sampler (or shuffled), and
+    augmented batch by batch; the validation subset scores every epoch.
+    """
+    has_valid = valid_idx is not None
+    kwargs = net_kwargs(estimator, estimator.device_)
+    kwargs.update(
+        module=LensNet,
+        **{f"module__{name}": value for name, value in module_kwargs(
+            estimator, X.shape[1], estimator.channel_mean_, estimator.channel_std_, estimator.device_).items()},
+        train_split=predefined_split(LensDataset(X, y, valid_idx)) if has_valid else None,
+        callbacks=_callbacks(estimator, has_valid, checkpoint),
+        callbacks__valid_acc=None,
+        iterator_train__collate_fn=BatchAugmenter(seed=seed + 1) if estimator.augment else batch_as_is,
+        iterator_train__drop_last=len(train_idx) > estimator.batch_size,
+    )
+    y_train = y[train_idx]
+    if estimator.balance == "sampler":
+        kwargs["iterator_train__sampler"] = balanced_sampler(y_train, seed + 2)
+    else:
+        kwargs["iterator_train__shuffle"] = True
+        kwargs["iterator_train__generator"] = torch.Generator().manual_seed(seed + 2)
+        if estimator.balance == "pos_weight":
+            kwargs["criterion__pos_weight"] = torch.tensor(positive_weight(y_train))
+    return LensNeuralNet(**kwargs), LensDataset(X, y, train_idx)
+
+
+def build_inference_net(estimator, module, device):
+    """A skorch net around an already built (e.g. loaded) module, ready to predict."""
+    kwargs = net_kwargs(estimator, device)
+    kwargs.update(module=module, train_split=None, verbose=0)
+    net = LensNeuralNet(**kwargs)
+    net.initialize()
+    net.module_.eval()
+    return net
+
+
+def strip_training_state(net):
+    """Forget what only training needs, so fitted models stay small and hold no data.
+
+    The validation data, the sampler, the optimizer's moment estimates and the
+    best-weights copy would otherwise be pickled with the estimator.
+    """
+    for _, callback in net.callbacks_:
+        if isinstance(callback, EarlyStopping):
+            callback.best_model_weights_ = None
+        if isinstance(callback, LRScheduler):
+            callback.lr_scheduler_ = None  # refers to the optimizer, pickled apart from the net
+        if isinstance(callback, TrainingCheckpoint):
+            callback.release()
+    net.optimizer_.state.clear()
+    # (skorch keeps these as plain attributes; set_params would re-initialise the net.)
+    net.train_split = None
+    if hasattr(net, "iterator_train__sampler"):
+        net.iterator_train__sampler = None
