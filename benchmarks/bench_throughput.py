@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from lensclf._classifier import _fused_supported
-from lensclf._heap import retained_heap
+from lensclf._net import _fused_supported
+from lensclf._cpu import retained_heap
 from lensclf._models import LensNet
 
 
@@ -36,10 +36,10 @@ def training_images_per_s(size, batch_size=64, steps=6, fused=None, bf16=False, 
     has one); ``bf16`` autocasts to bfloat16 on CPU; ``compiled`` wraps the network
     in ``torch.compile`` (its compilation falls in the warm-up, not the timing);
     ``heap`` keeps freed memory in the heap while it trains, as ``fit`` does
-    (:func:`lensclf._heap.retained_heap`).
+    (:func:`lensclf._cpu.retained_heap`).
     """
     torch.manual_seed(0)
-    net = LensNet(input_size=None if size == 64 else size)
+    net = LensNet(input_size=None if size == 64 else size, fast_paths=True)
     if fused is None:
         fused = _fused_supported(torch.optim.Adam, "cpu")
     optimizer = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4,
@@ -65,7 +65,7 @@ def training_images_per_s(size, batch_size=64, steps=6, fused=None, bf16=False, 
 
 
 def inference_images_per_s(size, batch_size=256, repeats=4):
-    net = LensNet(input_size=None if size == 64 else size).eval()
+    net = LensNet(input_size=None if size == 64 else size, fast_paths=True).eval()
     x = torch.rand(batch_size, 3, 64, 64)
     with torch.inference_mode():
         net(x)

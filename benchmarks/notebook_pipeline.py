@@ -32,21 +32,28 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def train_transform():
+def _normalize(bands):
+    """ImageNet's normalisation; for other band counts, its mean statistics repeated."""
+    if bands == 3:
+        return transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    return transforms.Normalize([float(np.mean(IMAGENET_MEAN))] * bands, [float(np.mean(IMAGENET_STD))] * bands)
+
+
+def train_transform(image_size=224, bands=3):
     """The notebook's training transforms (per sample)."""
     return transforms.Compose([
-        transforms.Resize((224, 224), antialias=True),
+        transforms.Resize((image_size, image_size), antialias=True),
         transforms.RandomHorizontalFlip(),
         transforms.RandomRotation(10),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        _normalize(bands),
     ])
 
 
-def test_transform():
+def test_transform(image_size=224, bands=3):
     """The notebook's evaluation transforms (per sample, no augmentation)."""
     return transforms.Compose([
-        transforms.Resize((224, 224), antialias=True),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        transforms.Resize((image_size, image_size), antialias=True),
+        _normalize(bands),
     ])
 
 
@@ -81,17 +88,19 @@ class NotebookLensDataset(Dataset):
         return image, torch.tensor(label, dtype=torch.float32)
 
 
-def notebook_model(seed=0):
-    """torchvision ResNet18 (random weights) with a one-logit head."""
+def notebook_model(seed=0, bands=3):
+    """torchvision ResNet18 (random weights) with a one-logit head (first convolution for ``bands``)."""
     torch.manual_seed(seed)
     model = models.resnet18(weights=None)
+    if bands != 3:
+        model.conv1 = torch.nn.Conv2d(bands, 64, kernel_size=7, stride=2, padding=3, bias=False)
     model.fc = torch.nn.Linear(model.fc.in_features, 1)
     return model
 
 
-def notebook_scores(model, root, split="test", batch_size=64):
+def notebook_scores(model, root, split="test", batch_size=64, image_size=224, bands=3):
     """Scores (sigmoid of the logit) and labels on a split, as the notebook evaluates."""
-    loader = DataLoader(NotebookLensDataset(root, split, test_transform()), batch_size=batch_size,
+    loader = DataLoader(NotebookLensDataset(root, split, test_transform(image_size, bands)), batch_size=batch_size,
                         shuffle=False, num_workers=0)
     model.eval()
     scores, labels = [], []
@@ -104,12 +113,14 @@ def notebook_scores(model, root, split="test", batch_size=64):
 
 
 def train_notebook(root, *, max_batches=None, budget_s=None, max_epochs=10**6, batch_size=64, lr=1e-4,
-                   seed=0, on_epoch_end=None, check_every_s=None, on_check=None):
+                   seed=0, on_epoch_end=None, check_every_s=None, on_check=None, image_size=224, bands=3):
     """Train the notebook pipeline on ``root``'s train split.
 
     Stops after ``max_batches`` batches or when ``budget_s`` wall-clock seconds of
     training have been spent (checked after every batch), whichever comes first.
     ``on_epoch_end(model, epoch, train_s)`` is called after each complete epoch, and
+    ``image_size`` is the side the cutouts are resized to (the notebook's 224, or
+    e.g. 64 for its 64-px variant); ``bands`` the band count of the cutouts.
     ``on_check(model, images, train_s)`` each time another ``check_every_s`` seconds
     of training have passed (after the batch that crosses the mark) and once at the
     end; the time they take is not counted as training time.
@@ -122,10 +133,10 @@ def train_notebook(root, *, max_batches=None, budget_s=None, max_epochs=10**6, b
         wall-clock seconds, excluding the callbacks).
     """
     torch.manual_seed(seed)
-    model = notebook_model(seed)
+    model = notebook_model(seed, bands)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    loader = DataLoader(NotebookLensDataset(root, "train", train_transform()), batch_size=batch_size,
+    loader = DataLoader(NotebookLensDataset(root, "train", train_transform(image_size, bands)), batch_size=batch_size,
                         shuffle=True, num_workers=0)
     model.train()
     images = batches = epochs = 0

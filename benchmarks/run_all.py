@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
 from lensclf import LensClassifier, load_lens_dir, write_lens_dir  # noqa: E402
-from lensclf import _conv  # noqa: E402
+from lensclf._cpu import conv as _conv  # noqa: E402
 from lensclf._models import LensNet  # noqa: E402
 
 import bench_loading  # noqa: E402
@@ -182,7 +182,7 @@ def training_flops(model, size, batch=2, taps=False):
     ``taps=False`` counts the model's FLOPs, every convolution computed by torch over its
     padded input (the usual count, a property of the network); ``taps=True`` counts the
     multiply-adds lensclf executes, whose tap-wise convolutions skip the products with
-    layer4's zero padding (``lensclf._conv``).
+    layer4's zero padding (``lensclf._cpu.conv``).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -209,10 +209,10 @@ def bench_limit(matmul_n, earlier=()):
         "matmul_n": matmul_n,
         "matmul_gflops_readings": [here, *earlier],
         "matmul_gflops": max([here, *earlier]),
-        "lensclf_forward_flops_64": forward_flops(LensNet(), 64),
-        "lensclf_forward_flops_64_executed": forward_flops(LensNet(), 64, taps=True),
-        "lensclf_training_flops_64": training_flops(LensNet(), 64),
-        "lensclf_training_flops_64_executed": training_flops(LensNet(), 64, taps=True),
+        "lensclf_forward_flops_64": forward_flops(LensNet(fast_paths=True), 64),
+        "lensclf_forward_flops_64_executed": forward_flops(LensNet(fast_paths=True), 64, taps=True),
+        "lensclf_training_flops_64": training_flops(LensNet(fast_paths=True), 64),
+        "lensclf_training_flops_64_executed": training_flops(LensNet(fast_paths=True), 64, taps=True),
         "resnet18_forward_flops_64": forward_flops(resnet18(weights=None), 64),
         "resnet18_forward_flops_224": forward_flops(resnet18(weights=None), 224),
         "resnet18_training_flops_224": training_flops(resnet18(weights=None), 224),

@@ -13,7 +13,7 @@ from ._filearray import LensFileArray
 from ._layout import load_lens_dir
 from ._modelfile import read_model_metadata
 from ._npy import open_lens_stack, read_lens_file
-from .metrics import SCORERS, evaluate_scores, roc_auc_ci, tpr_at_fpr, tpr_at_fpr_scorer
+from .metrics import SCORERS, evaluate_scores, purity_at_top, roc_auc_ci, tpr_at_fpr, tpr_at_fpr_scorer, tpr_at_n_false_positives
 from .plots import composite_rgb, plot_confusion_matrix, plot_error_gallery, plot_history, plot_precision_recall, plot_roc, plot_score_histogram
 from .report import format_summary, write_report
 from .simulate import make_lenses, write_lens_dir

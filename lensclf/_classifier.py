@@ -46,8 +46,9 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     ----------
     arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
         torchvision architecture.
-    weights : None, "imagenet" or path, default=None
-        Initial weights: random (works offline), torchvision's ImageNet
+    weights : None, "lens", "imagenet" or path, default=None
+        Initial weights: random (works offline), the lens-pretrained ResNet18
+        shipped with lensclf (offline; docs/pretrained.md), torchvision's ImageNet
         weights (needs the network once or the file in torchvision's cache),
         or a local state dict (a torchvision ResNet checkpoint or a
         lensclf-trained network).
@@ -57,11 +58,12 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     stem : {"standard", "small"}, default="standard"
         ResNet input stem; ``"small"`` is a 3x3 stride-1 first convolution
         without max-pool.
-    scaling : {"dataset", "image"}, default="dataset"
+    scaling : {"auto", "dataset", "image"}, default="auto"
         Input scaling inside the network: each band standardised with the
         training set's statistics (``channel_mean_``, ``channel_std_``), or
         each band of each image standardised on its own (the same input for
-        min-max scaled and raw cutouts).
+        min-max scaled and raw cutouts). ``"auto"``: ``"image"`` with
+        ``weights="lens"`` (pretrained that way), else ``"dataset"``.
     lr : float, default=1e-3
         Learning rate.
     optimizer : {"adam", "adamw", "sgd"} or torch optimizer class, default="adam"
@@ -88,6 +90,10 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     lr_patience : int, default=2
         Epochs without improvement of the validation loss before the learning
         rate is divided by 10 (``ReduceLROnPlateau``).
+    lr_schedule : {"plateau", "cosine"}, default="plateau"
+        ``"plateau"``: ``ReduceLROnPlateau`` as above; ``"cosine"``: one cosine
+        decay from ``lr`` to ``lr / 100`` over ``max_epochs`` (no dependence on
+        the noisy validation loss; ``lr_patience`` unused).
     early_stopping : int or None, default=None
         Stop after this many epochs without improvement of the validation AUC.
     tta : bool, default=False
@@ -157,9 +163,9 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = PARAMETER_CONSTRAINTS
 
-    def __init__(self, arch="resnet18", weights=None, input_size=None, stem="standard", scaling="dataset",
+    def __init__(self, arch="resnet18", weights=None, input_size=None, stem="standard", scaling="auto",
                  lr=1e-3, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
-                 balance="sampler", augment=True, valid_size=0.2, lr_patience=2,
+                 balance="sampler", augment=True, valid_size=0.2, lr_patience=2, lr_schedule="plateau",
                  early_stopping=None, tta=False, prior=None, threshold=0.5,
                  predict_batch_size=256, device="auto", random_state=None, verbose=1,
                  checkpoint_dir=None, callbacks=None, cpu_fast_paths=True):
@@ -177,6 +183,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         self.augment = augment
         self.valid_size = valid_size
         self.lr_patience = lr_patience
+        self.lr_schedule = lr_schedule
         self.early_stopping = early_stopping
         self.tta = tta
         self.prior = prior
@@ -302,8 +309,9 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------- prediction
     def _apply_prediction_settings(self):
-        """Give ``net_`` this estimator's ``tta``, ``prior`` and ``predict_batch_size``, so both predict alike."""
+        """Give ``net_`` this estimator's ``cpu_fast_paths``, ``tta``, ``prior`` and ``predict_batch_size``."""
         module = self.net_.module_
+        module.fast_paths = bool(self.cpu_fast_paths) and torch.device(self.device_).type == "cpu"
         module.tta = bool(self.tta)
         module.logit_shift = 0.0 if self.prior is None else (
             math.log(self.prior / (1 - self.prior)) - math.log(self.train_prior_ / (1 - self.train_prior_)))

@@ -19,11 +19,18 @@ from torchvision import models
 from ._cpu import resnet_forward
 from ._transforms import dihedral, dihedral_views
 
-__all__ = ["ARCHITECTURES", "SCALINGS", "STEMS", "LensNet", "build_backbone", "standardize_per_image"]
+__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "STEMS", "LensNet", "build_backbone", "standardize_per_image"]
 
 #: Input scalings: ``"dataset"`` standardises each band with statistics of the
 #: training set; ``"image"`` standardises each band of each image on its own.
 SCALINGS = ("dataset", "image")
+
+
+def resolve_scaling(scaling, weights):
+    """``"auto"``: ``"image"`` for the lens-pretrained weights (they were pretrained so), else ``"dataset"``."""
+    if scaling != "auto":
+        return scaling
+    return "image" if isinstance(weights, str) and weights.lower() == "lens" else "dataset"
 
 
 def standardize_per_image(x):
@@ -65,6 +72,22 @@ def _imagenet_state_dict(arch):
             f"set by $TORCH_HOME), or pass weights='/path/to/{file_name}', "
             "or train from scratch with weights=None."
         ) from exc
+
+
+#: The lens-pretrained ResNet18 shipped inside the package (see docs/pretrained.md).
+LENS_WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "resnet18_lens.safetensors")
+
+
+def _lens_state_dict(arch, stem):
+    """The shipped lens-pretrained backbone (float16 on disk, float32 here)."""
+    if arch != "resnet18" or stem != "standard":
+        raise ValueError(f"weights='lens' is a ResNet18 with the standard stem; got arch={arch!r}, stem={stem!r}. "
+                         "Use arch='resnet18', stem='standard', or weights=None / 'imagenet' / a file.")
+    if not os.path.isfile(LENS_WEIGHTS_FILE):
+        raise FileNotFoundError(
+            f"The lens-pretrained weights are missing from this installation ({LENS_WEIGHTS_FILE}); "
+            "reinstall lensclf, or pass weights=None.")
+    return {k: v.float() for k, v in _read_state_dict(LENS_WEIGHTS_FILE).items()}
 
 
 def _read_state_dict(path):
@@ -127,8 +150,10 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
     ----------
     arch : {"resnet18", "resnet34", "resnet50"}
         The torchvision architecture.
-    weights : None, "imagenet" or path
-        ``None``: random initialisation (works offline). ``"imagenet"``:
+    weights : None, "lens", "imagenet" or path
+        ``None``: random initialisation (works offline). ``"lens"``: the
+        ResNet18 pretrained on simulated lenses that ships with lensclf
+        (offline; its one-logit head is used too). ``"imagenet"``:
         torchvision's IMAGENET1K_V1 weights (needs the network once, or the file
         in torchvision's cache). A path: a local state dict, either a
         torchvision ResNet checkpoint or a lensclf-trained network; its final
@@ -157,13 +182,15 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
 
     if weights is None:
         state, source = None, None
+    elif isinstance(weights, str) and weights.lower() == "lens":
+        state, source = _lens_state_dict(arch, stem), "the lens-pretrained weights"
     elif isinstance(weights, str) and weights.lower() == "imagenet":
         state, source = _imagenet_state_dict(arch), f"ImageNet weights for {arch}"
     elif isinstance(weights, (str, os.PathLike)):
         state, source = _read_state_dict(weights), os.fspath(weights)
     else:
         raise ValueError(
-            f"weights={weights!r} is not understood; pass None, 'imagenet' or a file path."
+            f"weights={weights!r} is not understood; pass None, 'lens', 'imagenet' or a file path."
         )
 
     if state is not None:
@@ -182,6 +209,11 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
                 mean = conv1_weight.mean(dim=1, keepdim=True)
                 model.conv1.weight.copy_(mean.repeat(1, in_channels, 1, 1) * 3.0 / in_channels)
     model.fc = nn.Linear(model.fc.in_features, 1)
+    head = None if state is None else state.get("fc.weight")
+    if head is not None and tuple(head.shape) == tuple(model.fc.weight.shape) and "fc.bias" in state:
+        with torch.no_grad():  # a one-logit head (lens-pretrained or a lensclf model): kept for fine-tuning
+            model.fc.weight.copy_(head)
+            model.fc.bias.copy_(state["fc.bias"])
     return model
 
 

@@ -18,7 +18,7 @@ from skorch.utils import noop
 
 from ._checkpoint import TrainingCheckpoint
 from ._dataset import LensDataset, batch_as_is
-from ._models import LensNet
+from ._models import LensNet, resolve_scaling
 from ._sampling import balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter
 from ._validation import as_images, check_optimizer
@@ -81,7 +81,8 @@ def optimizer_kwargs(estimator, device):
 def module_kwargs(estimator, in_channels, channel_mean, channel_std, device):
     """:class:`~lensclf._models.LensNet` arguments from the estimator's parameters."""
     return dict(arch=estimator.arch, weights=estimator.weights, in_channels=int(in_channels),
-                stem=estimator.stem, input_size=estimator.input_size, scaling=estimator.scaling,
+                stem=estimator.stem, input_size=estimator.input_size,
+                scaling=resolve_scaling(estimator.scaling, estimator.weights),
                 channel_mean=[float(v) for v in channel_mean], channel_std=[float(v) for v in channel_std],
                 fast_paths=bool(estimator.cpu_fast_paths) and torch.device(device).type == "cpu")
 
@@ -110,9 +111,13 @@ def _callbacks(estimator, has_valid, checkpoint):
     callbacks = [("train_auc", EpochScoring("roc_auc", lower_is_better=False, on_train=True, name="train_auc"))]
     if has_valid:
         callbacks.append(("valid_auc", EpochScoring("roc_auc", lower_is_better=False, name="valid_auc")))
-    callbacks.append(("lr_scheduler", LRScheduler(
-        policy="ReduceLROnPlateau", monitor="valid_loss" if has_valid else "train_loss",
-        patience=estimator.lr_patience, factor=0.1, event_name="lr")))
+    if estimator.lr_schedule == "cosine":  # one cosine decay over the planned epochs
+        scheduler = LRScheduler(policy="CosineAnnealingLR", T_max=estimator.max_epochs,
+                                eta_min=0.01 * estimator.lr, event_name="lr")
+    else:
+        scheduler = LRScheduler(policy="ReduceLROnPlateau", monitor="valid_loss" if has_valid else "train_loss",
+                                patience=estimator.lr_patience, factor=0.1, event_name="lr")
+    callbacks.append(("lr_scheduler", scheduler))
     if has_valid:
         patience = estimator.early_stopping if estimator.early_stopping is not None else estimator.max_epochs + 1
         callbacks.append(("best_weights", EarlyStopping(

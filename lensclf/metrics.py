@@ -34,13 +34,17 @@ __all__ = [
     "SCORERS",
     "evaluate_scores",
     "predict_from_scores",
+    "purity_at_top",
     "roc_auc_ci",
+    "tpr_at_n_false_positives",
     "tpr_at_fpr",
     "tpr_at_fpr_scorer",
 ]
 
 #: The false-positive rates reported by :func:`evaluate_scores`, by key.
 REPORTED_FPRS = {"1e-2": 1e-2, "1e-3": 1e-3}
+#: Sizes of the top-N candidate lists whose purity evaluate_scores reports.
+PURITY_TOP_N = (10, 100, 1000)
 
 RocAucInterval = namedtuple("RocAucInterval", ["auc", "low", "high"])
 RocAucInterval.__doc__ = """ROC AUC with a bootstrap confidence interval.
@@ -161,6 +165,56 @@ def tpr_at_fpr(y_true, y_score, fpr=1e-2):
     # with fprs <= fpr has the largest TPR among admissible points.
     last = np.searchsorted(fprs, fpr, side="right") - 1
     return float(tprs[last])
+
+
+def _check_count_arg(name, value, low=0):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    return int(value)
+
+
+def tpr_at_n_false_positives(y_true, y_score, n_false_positives=0):
+    """Fraction of lenses scored above every non-lens but ``n_false_positives`` of them.
+
+    The Bologna Lens Finding Challenge metrics: TPR0 (``n_false_positives=0``,
+    the recall at zero false positives) and TPR10 (``n_false_positives=10``).
+    The threshold is the score of the ``n_false_positives + 1``-th highest
+    scored non-lens; a lens counts when it scores strictly above it (a tie
+    with that non-lens does not count). With at most ``n_false_positives``
+    non-lenses, every lens counts.
+
+    Examples
+    --------
+    >>> tpr_at_n_false_positives([0, 0, 1, 1, 1], [0.9, 0.2, 0.95, 0.5, 0.1], 0)
+    0.3333333333333333
+    >>> tpr_at_n_false_positives([0, 0, 1, 1, 1], [0.9, 0.2, 0.95, 0.5, 0.1], 1)
+    0.6666666666666666
+    """
+    n = _check_count_arg("n_false_positives", n_false_positives)
+    y_true, y_score = _check_labels_and_scores(y_true, y_score)
+    negatives = np.sort(y_score[y_true == 0])[::-1]
+    positives = y_score[y_true == 1]
+    if len(negatives) <= n:
+        return 1.0
+    return float(np.mean(positives > negatives[n]))
+
+
+def purity_at_top(y_true, y_score, n_candidates):
+    """Fraction of lenses among the ``n_candidates`` highest-scored objects (the purity of a top-N list).
+
+    Objects with equal scores are taken in their input order (a stable sort).
+
+    Examples
+    --------
+    >>> purity_at_top([0, 1, 1, 0, 1], [0.9, 0.8, 0.7, 0.1, 0.2], 3)
+    0.6666666666666666
+    """
+    n = _check_count_arg("n_candidates", n_candidates, low=1)
+    y_true, y_score = _check_labels_and_scores(y_true, y_score, need_both_classes=False)
+    if n > len(y_true):
+        raise ValueError(f"n_candidates={n} is larger than the {len(y_true)} objects scored.")
+    top = np.argsort(-y_score, kind="stable")[:n]
+    return float(y_true[top].mean())
 
 
 def _check_bootstrap_args(n_bootstraps, confidence):
@@ -365,6 +419,10 @@ def evaluate_scores(y_true, y_score, threshold=0.5, prior=None, n_bootstraps=100
         - ``tpr_at_fpr``: dict keyed ``"1e-2"`` and ``"1e-3"``, each a dict
           ``{"fpr", "tpr", "note"}``; ``tpr`` is ``None`` (and ``note`` says
           why) when there are fewer than ``1 / fpr`` non-lenses;
+        - ``tpr0``, ``tpr10``: the fraction of lenses scored above all but 0 /
+          10 non-lenses (:func:`tpr_at_n_false_positives`);
+        - ``purity_at_top``: dict keyed by N (``"10"``, ``"100"``, ``"1000"``,
+          those up to ``n``): the lens fraction among the N highest scores;
         - ``confusion_matrix``: ``[[tn, fp], [fn, tp]]`` (rows true label,
           columns predicted label, 0 = non-lens, 1 = lens);
         - ``precision``, ``recall``, ``f1``: for the lens class at the
@@ -423,6 +481,9 @@ def evaluate_scores(y_true, y_score, threshold=0.5, prior=None, n_bootstraps=100
         },
         "average_precision": float(average_precision_score(y_true, y_score, pos_label=1)),
         "tpr_at_fpr": tprs,
+        "tpr0": tpr_at_n_false_positives(y_true, y_score, 0),
+        "tpr10": tpr_at_n_false_positives(y_true, y_score, 10),
+        "purity_at_top": {str(k): purity_at_top(y_true, y_score, k) for k in PURITY_TOP_N if k <= len(y_true)},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
         "precision": float(precision),
         "recall": float(recall),

@@ -218,6 +218,11 @@ def format_summary(metrics):
                 lines.append(f"TPR at FPR {key}: n/a ({entry['note']})")
             else:
                 lines.append(f"TPR at FPR {key}: {entry['tpr']:.4f}")
+        if "tpr0" in metrics:  # (metrics.json files of lensclf 0.1.0 lack them)
+            lines.append(f"TPR0 (recall at zero false positives): {metrics['tpr0']:.4f}; "
+                         f"TPR10 (at ten): {metrics['tpr10']:.4f}")
+            purity = ", ".join(f"top {k}: {v:.3f}" for k, v in metrics["purity_at_top"].items())
+            lines.append(f"purity of the top-N candidates: {purity}")
         lines += [
             f"at threshold {metrics['threshold']:g}: precision {_fmt(metrics['precision'])}, "
             f"recall {_fmt(metrics['recall'])}, F1 {_fmt(metrics['f1'])}",

@@ -15,7 +15,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from lensclf import LensClassifier
-from lensclf._classifier import _scan_images
+from lensclf._net import _fused_supported, build_training_net
+from lensclf._pixels import scan_images as _scan_images
 from lensclf._dataset import LensDataset, batch_as_is
 from lensclf._sampling import balanced_sampler
 from lensclf._transforms import BatchAugmenter, dihedral, dihedral_views
@@ -52,8 +53,6 @@ def test_fitted_attributes(fitted_ring_model, ring_data):
 
 
 def test_named_optimizers_use_the_fused_step_where_torch_has_it(fitted_ring_model):
-    from lensclf._classifier import _fused_supported
-
     optimizer = fitted_ring_model.net_.optimizer_
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.defaults["weight_decay"] == fitted_ring_model.weight_decay
@@ -118,7 +117,7 @@ def test_training_batches_are_balanced_within_a_fit():
     clf._check_params()
     clf.channel_mean_, clf.channel_std_, clf.device_ = np.zeros(3), np.ones(3), "cpu"
     train_idx, valid_idx = clf._split(y, 0)
-    net, train_set = clf._build_net(X, y, train_idx, valid_idx, 0)
+    net, train_set = build_training_net(clf, X, y, train_idx, valid_idx, 0)
     net.initialize()
     labels = torch.cat([yb for _, yb in net.get_iterator(train_set, training=True)])
     assert y[train_idx].mean() < 0.1
@@ -217,19 +216,39 @@ def test_clone_and_params():
     assert "lr=0.0003" in repr(clf)
 
 
-def test_pipeline_cross_val_score_and_grid_search():
+def test_pipeline_and_cross_val_score_equal_fits_by_hand():
     X, y = make_ring_images(90, size=16, seed=6)
     pipe = Pipeline([("scale", FunctionTransformer(lambda a: a * 2.0)), ("clf", LensClassifier(**FAST))])
     assert pipe.fit(X, y).predict_proba(X[:5]).shape == (5, 2)
-    cv = StratifiedKFold(3, shuffle=True, random_state=0)
-    scores = cross_val_score(LensClassifier(**FAST), X, y, cv=cv, scoring="roc_auc")
-    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
-    grids = {1: {"lr": [1e-4, 1e-3], "weight_decay": [0, 1e-4]}, 2: {"lr": [1e-4, 1e-3]}}
-    for n_jobs, grid in grids.items():
-        search = GridSearchCV(LensClassifier(**FAST), grid, scoring="roc_auc", cv=cv, n_jobs=n_jobs).fit(X, y)
-        assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
-        assert search.best_params_["lr"] in (1e-4, 1e-3)
-        assert search.best_estimator_.predict_proba(X[:3]).shape == (3, 2)
+    cpu = {**FAST, "device": "cpu"}  # CPU fits are deterministic: scores must agree exactly
+    cv = StratifiedKFold(2, shuffle=True, random_state=0)
+    scores = cross_val_score(LensClassifier(**cpu), X, y, cv=cv, scoring="roc_auc")
+    by_hand = [roc_auc_score(y[test], LensClassifier(**cpu).fit(X[train], y[train]).predict_proba(X[test])[:, 1])
+               for train, test in cv.split(X, y)]
+    np.testing.assert_allclose(scores, by_hand, rtol=0, atol=1e-12)
+
+
+def test_grid_search_scores_and_refit_equal_direct_fits():
+    # 2 parameter values x 2 folds + the refit (n_jobs=2 is covered by tests/test_checkpoint_files.py).
+    X, y = make_ring_images(90, size=16, seed=6)
+    X_test, _ = make_ring_images(40, size=16, seed=7)
+    cpu = {**FAST, "device": "cpu"}
+    lrs = [1e-4, 1e-2]
+    cv = StratifiedKFold(2, shuffle=True, random_state=0)
+    search = GridSearchCV(LensClassifier(**cpu), {"lr": lrs}, scoring="roc_auc", cv=cv, n_jobs=1).fit(X, y)
+    # Each cross-validation score is the score of the same fit done by hand ...
+    by_hand = np.array([[roc_auc_score(y[test], LensClassifier(**{**cpu, "lr": lr}).fit(X[train], y[train])
+                                       .predict_proba(X[test])[:, 1]) for train, test in cv.split(X, y)]
+                        for lr in lrs])
+    for fold in range(2):
+        np.testing.assert_allclose(search.cv_results_[f"split{fold}_test_score"], by_hand[:, fold], rtol=0, atol=1e-12)
+    # ... the best parameters are those of the best mean score by hand ...
+    assert by_hand[0].mean() != by_hand[1].mean(), "precondition: the two learning rates must score differently"
+    assert search.best_params_ == {"lr": lrs[int(np.argmax(by_hand.mean(axis=1)))]}
+    # ... and the refit model predicts exactly as a direct fit with those parameters on all of X.
+    direct = LensClassifier(**{**cpu, **search.best_params_}).fit(X, y)
+    np.testing.assert_array_equal(search.best_estimator_.predict_proba(X_test), direct.predict_proba(X_test))
+    assert search.best_estimator_.lr == search.best_params_["lr"]
 
 
 def test_string_labels_and_classes(ring_data):

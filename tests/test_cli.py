@@ -386,3 +386,76 @@ def test_python_m_lensclf_data_error_has_no_traceback(model, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("lensclf: error: ") and "no_such_data" in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "report").exists()
+
+
+# --------------------------------------------------------------------------- colour only on a terminal (issue 14.4)
+
+
+def _env_without_no_color():
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NO_COLOR", None)  # colour must be left out because the output is not a terminal, not because of this
+    return env
+
+
+def test_train_output_to_a_pipe_or_file_has_no_colour_codes(tmp_path):
+    log = tmp_path / "train.log"
+    with open(log, "wb") as stdout:
+        result = subprocess.run(
+            [sys.executable, "-m", "lensclf", "train", REAL_SAMPLE, "--out", str(tmp_path / "run"), "--epochs", "1",
+             "--batch-size", "8", "--seed", "0", "--device", "cpu"],
+            stdout=stdout, stderr=subprocess.PIPE, env=_env_without_no_color(), timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    out = log.read_bytes()
+    assert b"valid_auc" in out and b"train_loss" in out  # the epoch table, with a best value in every column
+    assert b"\x1b[" not in out
+    assert b"\x1b[" not in result.stderr  # stderr, a pipe: the progress bars
+
+
+def test_colour_wanted_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from lensclf._net import colour_wanted
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    master, replica = os.openpty()
+    read_end, write_end = os.pipe()
+    terminal, pipe = os.fdopen(replica, "w"), os.fdopen(write_end, "w")
+    try:
+        assert terminal.isatty() and not pipe.isatty()
+        assert colour_wanted(terminal) is True
+        assert colour_wanted(pipe) is False
+        assert colour_wanted(io.StringIO()) is False
+        monkeypatch.setattr(sys, "stdout", terminal)  # the default stream is sys.stdout at the time of the call
+        assert colour_wanted() is True
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert colour_wanted() is False
+        monkeypatch.setenv("NO_COLOR", "")  # no-color.org: an empty value does not count
+        assert colour_wanted(terminal) is True
+        for value in ("1", "true", "0"):  # any non-empty value does
+            monkeypatch.setenv("NO_COLOR", value)
+            assert colour_wanted(terminal) is False
+    finally:
+        terminal.close()
+        pipe.close()
+        os.close(master)
+        os.close(read_end)
+
+
+def test_epoch_table_colours_the_best_values_on_a_terminal_only(monkeypatch):
+    from lensclf._net import EpochTable
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    row = {"epoch": 1, "valid_auc": 0.6329, "valid_auc_best": True, "train_loss": 0.7, "train_loss_best": False}
+    master, replica = os.openpty()
+    terminal = os.fdopen(replica, "w")
+    try:
+        monkeypatch.setattr(sys, "stdout", terminal)
+        coloured = EpochTable().format_row(row, "valid_auc", "\x1b[32m")
+        monkeypatch.setenv("NO_COLOR", "1")
+        uncoloured = EpochTable().format_row(row, "valid_auc", "\x1b[32m")
+    finally:
+        terminal.close()
+        os.close(master)
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    in_a_file = EpochTable().format_row(row, "valid_auc", "\x1b[32m")
+    assert coloured == "\x1b[32m0.6329\x1b[0m"
+    assert uncoloured == in_a_file == "0.6329"

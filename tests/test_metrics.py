@@ -311,3 +311,45 @@ def test_public_names_are_reexported():
     assert lensclf.roc_auc_ci is roc_auc_ci
     assert lensclf.evaluate_scores is evaluate_scores
     assert lensclf.tpr_at_fpr_scorer is tpr_at_fpr_scorer
+
+
+# --------------------------------------------------------------------------- Bologna challenge metrics
+from lensclf import purity_at_top, tpr_at_n_false_positives  # noqa: E402
+
+
+def test_tpr0_and_tpr10_on_hand_computed_cases():
+    # non-lens scores, highest first: 0.9, 0.6, 0.3, 0.2; lenses: 0.95, 0.9, 0.7, 0.5, 0.1
+    y = [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    s = [0.9, 0.6, 0.3, 0.2, 0.95, 0.9, 0.7, 0.5, 0.1]
+    assert tpr_at_n_false_positives(y, s, 0) == 1 / 5      # only 0.95 beats 0.9; the tie does not count
+    assert tpr_at_n_false_positives(y, s, 1) == 3 / 5      # above 0.6: 0.95, 0.9, 0.7
+    assert tpr_at_n_false_positives(y, s, 2) == 4 / 5      # above 0.3
+    assert tpr_at_n_false_positives(y, s, 4) == 1.0        # no more than 4 non-lenses: all admitted
+    y_big = np.r_[np.zeros(20), np.ones(4)]
+    s_big = np.r_[np.arange(20) / 20.0, [0.975, 0.5, 0.44, 0.3]]   # non-lenses 0.00, 0.05, ..., 0.95
+    assert tpr_at_n_false_positives(y_big, s_big, 0) == 0.25       # above 0.95: 0.975
+    assert tpr_at_n_false_positives(y_big, s_big, 10) == 0.5       # above 0.45 (11th highest non-lens): 0.975, 0.5
+    with pytest.raises(ValueError, match="n_false_positives"):
+        tpr_at_n_false_positives(y, s, -1)
+
+
+def test_purity_of_the_top_candidates():
+    y = [0, 1, 1, 0, 1, 0]
+    s = [0.9, 0.8, 0.7, 0.1, 0.2, 0.75]
+    # by score: 0.9 (non-lens), 0.8 (lens), 0.75 (non-lens), 0.7 (lens), 0.2 (lens), 0.1 (non-lens)
+    assert purity_at_top(y, s, 1) == 0.0
+    assert purity_at_top(y, s, 3) == 1 / 3
+    assert purity_at_top(y, s, 4) == 0.5
+    assert purity_at_top(y, s, 6) == 0.5
+    with pytest.raises(ValueError, match="n_candidates"):
+        purity_at_top(y, s, 7)
+
+
+def test_evaluate_scores_reports_the_challenge_metrics():
+    y = np.r_[np.zeros(30), np.ones(10)]
+    s = np.r_[np.linspace(0, 0.6, 30), np.linspace(0.5, 1.0, 10)]
+    metrics = evaluate_scores(y, s, n_bootstraps=10)
+    assert metrics["tpr0"] == tpr_at_n_false_positives(y, s, 0)
+    assert metrics["tpr10"] == tpr_at_n_false_positives(y, s, 10)
+    assert metrics["purity_at_top"] == {"10": purity_at_top(y, s, 10)}
+    assert "TPR0" in lensclf.format_summary(metrics)

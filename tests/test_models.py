@@ -1,5 +1,8 @@
 """ResNet builders: architectures, stems, resizing, and the three ways to get initial weights."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -99,19 +102,46 @@ def test_weights_file_problems(tmp_path):
         build_backbone(weights=3)
 
 
+#: Every proxy variable urllib (and so torch.hub) reads, pointed at the discard port of this machine, where
+#: nothing listens: a download attempt fails at once, whatever network the machine has.
+_UNREACHABLE_PROXY = "http://127.0.0.1:9"
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
 def test_imagenet_weights_offline_give_a_clear_message(tmp_path, monkeypatch):
-    # An empty torch hub cache: the weights must be downloaded, and this machine (or CI) may be offline.
+    # An empty torch hub cache, so the weights would have to be downloaded, and no way out to the network.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
-    try:
-        backbone = build_backbone(weights="imagenet")
-    except OSError as exc:
-        message = str(exc)
-        assert "resnet18-f37072fd.pth" in message
-        assert str(tmp_path) in message
-        assert "weights=None" in message
-    else:  # a machine with network access downloads the real weights
-        assert backbone.layer1[0].conv1.weight.abs().sum() > 0
+    for name in _PROXY_VARIABLES:
+        monkeypatch.setenv(name, _UNREACHABLE_PROXY)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    start = time.monotonic()
+    with pytest.raises(OSError) as info:
+        build_backbone(weights="imagenet")
+    assert time.monotonic() - start < 60
+    message = str(info.value)
+    assert "resnet18-f37072fd.pth" in message
+    assert str(tmp_path) in message
+    assert "weights=None" in message
+    assert not list(tmp_path.rglob("*.pth"))
+
+
+@pytest.mark.skipif(os.environ.get("LENSCLF_ONLINE_TESTS") != "1",
+                    reason="downloads torchvision's ImageNet weights: set LENSCLF_ONLINE_TESTS=1 to run it")
+def test_imagenet_weights_online_are_the_downloaded_files_tensors():
+    # torchvision's own cache (downloaded there once if missing), not a temporary one: one download per machine.
+    backbone = build_backbone(weights="imagenet")
+    weights = models.ResNet18_Weights.IMAGENET1K_V1
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    assert os.path.isfile(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = backbone.state_dict()
+    body = [key for key in state if not key.startswith("fc.")]
+    assert len(body) > 100 and set(body) <= set(own)
+    for key in body:
+        assert torch.equal(own[key], state[key]), key
+    assert own["fc.weight"].shape == (1, 512)  # the 1000-class head is replaced by one logit
 
 
 def test_cuda_device_without_gpu_is_a_clear_error():

@@ -28,7 +28,8 @@ from lensclf.plots import (  # noqa: E402
     plot_roc,
     plot_score_histogram,
 )
-from lensclf.report import REPORT_FILES, _atomic_file, format_summary, write_report  # noqa: E402
+from lensclf._files import atomic_write as _atomic_file  # noqa: E402
+from lensclf.report import REPORT_FILES, format_summary, write_report  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
