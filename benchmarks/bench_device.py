@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lensclf import LensClassifier, make_lenses  # noqa: E402
-from bench_throughput import emit_json  # noqa: E402
+from _harness import emit_json  # noqa: E402
 
 
 def synchronize(device):

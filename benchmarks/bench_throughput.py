@@ -8,8 +8,8 @@ thread pool far more than their share):
 
 import argparse
 import contextlib
-import json
 import os
+import sys
 import time
 
 import torch
@@ -17,6 +17,9 @@ import torch
 from lensclf._net import _fused_supported
 from lensclf._cpu import retained_heap
 from lensclf._models import LensNet
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import emit_json  # noqa: E402
 
 
 def matmul_gflops(n=2048, repeats=10):
@@ -86,15 +89,6 @@ def main():
         result["sizes"][size] = {"train_images_per_s": round(training_images_per_s(size), 1),
                                  "inference_images_per_s": round(inference_images_per_s(size), 1)}
     emit_json(result, args.out)
-
-
-def emit_json(result, out=None):
-    """Print ``result`` as JSON and, if ``out`` is given, write it there too."""
-    print(json.dumps(result, indent=2))
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

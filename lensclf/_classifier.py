@@ -46,9 +46,11 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     ----------
     arch : {"resnet18", "resnet34", "resnet50"}, default="resnet18"
         torchvision architecture.
-    weights : None, "lens", "imagenet" or path, default=None
-        Initial weights: random (works offline), the lens-pretrained ResNet18
-        shipped with lensclf (offline; docs/pretrained.md), torchvision's ImageNet
+    weights : "auto", None, "lens", "imagenet" or path, default="auto"
+        Initial weights. ``"auto"``: ``"lens"`` where it exists (ResNet18 with
+        the standard stem), else random. ``None``: random (works offline).
+        ``"lens"``: the ResNet18 pretrained on simulated lenses that ships with
+        lensclf (offline; docs/pretrained.md; its one-logit head is kept). Or torchvision's ImageNet
         weights (needs the network once or the file in torchvision's cache),
         or a local state dict (a torchvision ResNet checkpoint or a
         lensclf-trained network).
@@ -64,8 +66,9 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         each band of each image standardised on its own (the same input for
         min-max scaled and raw cutouts). ``"auto"``: ``"image"`` with
         ``weights="lens"`` (pretrained that way), else ``"dataset"``.
-    lr : float, default=1e-3
-        Learning rate.
+    lr : float, default=3e-4
+        Learning rate (fine-tuning the lens-pretrained weights; from scratch,
+        1e-3 was the former default).
     optimizer : {"adam", "adamw", "sgd"} or torch optimizer class, default="adam"
         Optimizer; ``"sgd"`` uses momentum 0.9. The named ones use torch's
         fused implementation where available (same update, fewer kernels).
@@ -163,8 +166,8 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = PARAMETER_CONSTRAINTS
 
-    def __init__(self, arch="resnet18", weights=None, input_size=None, stem="standard", scaling="auto",
-                 lr=1e-3, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
+    def __init__(self, arch="resnet18", weights="auto", input_size=None, stem="standard", scaling="auto",
+                 lr=3e-4, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
                  balance="sampler", augment=True, valid_size=0.2, lr_patience=2, lr_schedule="plateau",
                  early_stopping=None, tta=False, prior=None, threshold=0.5,
                  predict_batch_size=256, device="auto", random_state=None, verbose=1,

@@ -19,11 +19,18 @@ from torchvision import models
 from ._cpu import resnet_forward
 from ._transforms import dihedral, dihedral_views
 
-__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "STEMS", "LensNet", "build_backbone", "standardize_per_image"]
+__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "resolve_weights", "STEMS", "LensNet", "build_backbone", "standardize_per_image"]
 
 #: Input scalings: ``"dataset"`` standardises each band with statistics of the
 #: training set; ``"image"`` standardises each band of each image on its own.
 SCALINGS = ("dataset", "image")
+
+
+def resolve_weights(weights, arch, stem):
+    """``"auto"``: the lens-pretrained weights where they exist (ResNet18, standard stem), else ``None``."""
+    if isinstance(weights, str) and weights == "auto":
+        return "lens" if (arch, stem) == ("resnet18", "standard") else None
+    return weights
 
 
 def resolve_scaling(scaling, weights):

@@ -18,7 +18,7 @@ from skorch.utils import noop
 
 from ._checkpoint import TrainingCheckpoint
 from ._dataset import LensDataset, batch_as_is
-from ._models import LensNet, resolve_scaling
+from ._models import LensNet, resolve_scaling, resolve_weights
 from ._sampling import balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter
 from ._validation import as_images, check_optimizer
@@ -80,9 +80,10 @@ def optimizer_kwargs(estimator, device):
 
 def module_kwargs(estimator, in_channels, channel_mean, channel_std, device):
     """:class:`~lensclf._models.LensNet` arguments from the estimator's parameters."""
-    return dict(arch=estimator.arch, weights=estimator.weights, in_channels=int(in_channels),
+    weights = resolve_weights(estimator.weights, estimator.arch, estimator.stem)
+    return dict(arch=estimator.arch, weights=weights, in_channels=int(in_channels),
                 stem=estimator.stem, input_size=estimator.input_size,
-                scaling=resolve_scaling(estimator.scaling, estimator.weights),
+                scaling=resolve_scaling(estimator.scaling, weights),
                 channel_mean=[float(v) for v in channel_mean], channel_std=[float(v) for v in channel_std],
                 fast_paths=bool(estimator.cpu_fast_paths) and torch.device(device).type == "cpu")
 

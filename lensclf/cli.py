@@ -110,6 +110,11 @@ def _valid_size(text):
     return _fraction(text)
 
 
+def _weights(text):
+    """``--weights``: ``none`` means random initial weights (``weights=None``)."""
+    return None if text.lower() == "none" else text
+
+
 def _balance(text):
     return None if text.lower() == "none" else text
 
@@ -190,8 +195,10 @@ def build_parser():
                        help="L2 penalty")
     train.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50"], default=_DEFAULTS["arch"],
                        help="torchvision architecture")
-    train.add_argument("--weights", default=None, metavar="{imagenet,PATH}",
-                       help="initial weights: random (default), 'imagenet' or a state-dict file")
+    train.add_argument("--weights", default=_DEFAULTS["weights"], type=_weights,
+                       metavar="{auto,lens,none,imagenet,PATH}",
+                       help="initial weights: 'auto' (the shipped lens-pretrained ResNet18 where the architecture "
+                            "has it, else random), 'lens', 'none' (random), 'imagenet' or a state-dict file")
     train.add_argument("--balance", type=_balance, choices=["sampler", "pos_weight", None],
                        default=_DEFAULTS["balance"], metavar="{sampler,pos_weight,none}",
                        help="class-imbalance correction")

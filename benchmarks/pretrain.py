@@ -1,0 +1,264 @@
+"""Pretrain the shipped lens backbone on a stream of simulated cutouts (CPU, hours).
+
+Every shard of 512 cutouts (256 lenses, 256 non-lenses) is simulated with its own
+randomly drawn simulator settings (preset, pixel scale, seeing, PSF profile, noise,
+source size, environment), pixel scaling (min-max per band, raw fluxes, arcsinh)
+and band treatment (as simulated, reversed order, one grey band repeated), and is
+seen once: no cutout is used twice. The settings stay inside the *pretraining
+ranges* below, which exclude every held-out family of ``benchmarks/families.py``
+in at least one axis, so that the transfer measured there is honest.
+
+The network is the one :class:`lensclf.LensClassifier` builds with
+``scaling="image"`` (each band of each cutout standardised on its own, so min-max
+scaled and raw cutouts look alike): a torchvision ResNet18 with the standard stem,
+3 input bands and a one-logit head. AdamW, warm-up then cosine decay over the
+planned steps, and an exponential moving average of the weights (and batch-norm
+statistics), which is what gets saved.
+
+Resumable: a checkpoint is written atomically every ``--checkpoint-every`` steps;
+rerunning the same command continues from it (shards are a function of their
+index, so the stream continues where it stopped).
+
+    python benchmarks/pretrain.py --out pretrain-run --images 409600
+    python benchmarks/pretrain.py --out pretrain-run --export lensclf/weights/resnet18_lens.safetensors
+"""
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+
+import numpy as np
+
+SHARD = 512
+#: Pretraining ranges (see the module docstring); held-out families lie outside them.
+RANGES = {
+    "pixel_scale": (0.15, 0.22),
+    "seeing_low": (0.4, 0.8),
+    "seeing_span": (0.1, 0.35),
+    "seeing_max": 1.05,
+    "noise_scale": (0.5, 1.6),
+    "field_density": (0.3, 2.5),
+    "star_density": (0.0, 0.5),
+    "bright_neighbour_probability": (0.0, 0.3),
+    "source_radius_low": (0.05, 0.2),
+    "source_radius_span": (0.1, 0.5),
+}
+
+
+def shard_settings(index, seed):
+    """The simulator call, pixel scaling and band treatment of shard ``index``."""
+    rng = np.random.default_rng([seed, index])
+    lo = lambda key: rng.uniform(*RANGES[key])  # noqa: E731
+    seeing_low = lo("seeing_low")
+    source_low = lo("source_radius_low")
+    options = dict(
+        difficulty=str(rng.choice(["easy", "medium", "hard"])),
+        pixel_scale=float(lo("pixel_scale")),
+        seeing_range=(float(seeing_low), float(min(seeing_low + lo("seeing_span"), RANGES["seeing_max"]))),
+        psf_profile=str(rng.choice(["moffat", "gaussian"], p=[0.7, 0.3])),
+        noise_scale=float(math.exp(rng.uniform(*np.log(RANGES["noise_scale"])))),
+        field_density=float(lo("field_density")),
+        star_density=float(lo("star_density")),
+        bright_neighbour_probability=float(lo("bright_neighbour_probability")),
+        source_radius_range=(float(source_low), float(source_low + lo("source_radius_span"))),
+    )
+    scaling = str(rng.choice(["minmax", "none", "asinh"], p=[0.45, 0.3, 0.25]))
+    bands = str(rng.choice(["as_is", "reversed", "grey"], p=[0.75, 0.1, 0.15]))
+    asinh_soft = float(rng.uniform(1.0, 10.0))
+    return options, scaling, bands, asinh_soft
+
+
+def make_shard(index, seed):
+    """Simulate shard ``index``: (X float32 (512, 3, 64, 64), y int64)."""
+    from lensclf import make_lenses
+    from lensclf.simulate import SKY_SIGMA
+
+    options, scaling, bands, soft = shard_settings(index, seed)
+    difficulty = options.pop("difficulty")
+    for attempt in range(5):  # a drawn pixel scale can be too small for the preset's largest arcs
+        try:
+            X, y = make_lenses(SHARD // 2, SHARD // 2, difficulty=difficulty, random_state=(seed * 1_000_003 + index * 11 + attempt) % 2**62,
+                               normalize="minmax" if scaling == "minmax" else "none", **options)
+            break
+        except ValueError:
+            options["pixel_scale"] = min(options["pixel_scale"] * 1.1, RANGES["pixel_scale"][1])
+    if scaling == "asinh":
+        sigma = (SKY_SIGMA * options["noise_scale"]).astype(np.float32)[None, :, None, None]
+        X = np.arcsinh(X / (soft * sigma)).astype(np.float32)
+    if bands == "reversed":
+        X = np.ascontiguousarray(X[:, ::-1])
+    elif bands == "grey":
+        X = np.repeat(X.mean(axis=1, keepdims=True), 3, axis=1)
+    return X.astype(np.float32), y
+
+
+def _producer(queue, start, stop, seed):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    for index in range(start, stop):
+        X, y = make_shard(index, seed)
+        queue.put((index, X, y))
+    queue.put(None)
+
+
+def _atomic_save(obj, path):
+    import torch
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build(seed):
+    import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from lensclf._models import LensNet
+
+    torch.manual_seed(seed)
+    model = LensNet(arch="resnet18", weights=None, in_channels=3, stem="standard", scaling="image", fast_paths=True)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.998), use_buffers=True)
+    return model, ema
+
+
+def lr_at(step, total, peak, warmup):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def validation_set(seed):
+    """A fixed check set: two shards beyond the training stream (same ranges)."""
+    parts = [make_shard(10**7 + k, seed) for k in range(2)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def evaluate(model, X, y):
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    with torch.inference_mode():
+        logits = torch.cat([model(torch.from_numpy(X[i:i + 256])) for i in range(0, len(X), 256)])
+    model.train()
+    return float(roc_auc_score(y, logits.numpy()))
+
+
+def export(out, path, which="live"):
+    """Write the backbone of the checkpoint (``which``: the trained weights, "live", or their average, "ema")."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = torch.load(os.path.join(out, "checkpoint.pt"), map_location="cpu", weights_only=False)
+    prefix = "module.backbone." if which == "ema" else "backbone."
+    weights = state["ema"] if which == "ema" else state["model"]
+    backbone = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    backbone = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in backbone.items()}
+    meta = {"format": "lensclf-backbone", "weights": which, "arch": "resnet18", "stem": "standard", "in_channels": "3",
+            "scaling": "image", "images_seen": str(state["step"] * state["args"]["batch_size"]),
+            "args": json.dumps(state["args"])}
+    tmp = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(backbone, tmp, metadata=meta)
+    os.replace(tmp, path)
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) from step {state['step']}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--images", type=int, default=409_600, help="distinct training cutouts (each seen once)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=20261201)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--validate-every", type=int, default=200)
+    parser.add_argument("--export", default=None, help="write the backbone of the checkpoint to this file and stop")
+    parser.add_argument("--export-weights", choices=["live", "ema"], default="live",
+                        help="export the trained weights or their moving average (choose by the check set's AUC)")
+    args = parser.parse_args(argv)
+    if args.export:
+        export(args.out, args.export, args.export_weights)
+        return
+    import torch
+    from lensclf._transforms import BatchAugmenter
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    log = open(os.path.join(args.out, "log.jsonl"), "a")
+    model, ema = build(args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
+    augment = BatchAugmenter(seed=args.seed)
+    step, shard_done, cpu0 = 0, 0, 0.0
+    if os.path.exists(ckpt_path):
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        augment = state["augment"]
+        step, shard_done, cpu0 = state["step"], state["shards"], state["cpu_s"]
+        print(f"resumed at step {step}, shard {shard_done}", flush=True)
+    steps_per_shard = SHARD // args.batch_size
+    n_shards = args.images // SHARD
+    total_steps = n_shards * steps_per_shard
+    X_val, y_val = validation_set(args.seed)
+    queue = mp.get_context("spawn").Queue(maxsize=3)
+    producer = mp.get_context("spawn").Process(target=_producer, args=(queue, shard_done, n_shards, args.seed),
+                                               daemon=True)
+    producer.start()
+    criterion = torch.nn.BCEWithLogitsLoss()
+    t0, c0 = time.time(), time.process_time()
+    model.train()
+    while True:
+        item = queue.get()
+        if item is None:
+            break
+        index, X, y = item
+        perm = np.random.default_rng([args.seed, index, 1]).permutation(len(y))
+        X, y = torch.from_numpy(X[perm]), torch.from_numpy(y[perm]).float()
+        for b in range(steps_per_shard):
+            xb = augment.augment(X[b * args.batch_size:(b + 1) * args.batch_size])
+            yb = y[b * args.batch_size:(b + 1) * args.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, args.lr, args.warmup)
+            loss = criterion(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ema.update_parameters(model)
+            step += 1
+            if step % 20 == 0:
+                print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4),
+                                  "lr": optimizer.param_groups[0]["lr"], "wall_s": round(time.time() - t0)}),
+                      flush=True)
+        shard_done = index + 1
+        if step % args.validate_every < steps_per_shard:
+            record = {"step": step, "images": step * args.batch_size, "shards": shard_done,
+                      "val_auc_ema": evaluate(ema.module, X_val, y_val),
+                      "val_auc": evaluate(model, X_val, y_val), "wall_s": round(time.time() - t0),
+                      "cpu_s": round(cpu0 + time.process_time() - c0)}
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if step % args.checkpoint_every < steps_per_shard or shard_done == n_shards:
+            _atomic_save({"model": model.state_dict(), "ema": ema.state_dict(),
+                          "optimizer": optimizer.state_dict(), "augment": augment, "step": step,
+                          "shards": shard_done, "cpu_s": cpu0 + time.process_time() - c0,
+                          "args": vars(args)}, ckpt_path)
+    producer.join()
+    record = {"done": True, "step": step, "images": step * args.batch_size,
+              "val_auc_ema": evaluate(ema.module, X_val, y_val), "wall_s": round(time.time() - t0)}
+    print(json.dumps(record), flush=True)
+    log.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

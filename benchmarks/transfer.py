@@ -1,0 +1,184 @@
+"""Test AUC per family for candidate defaults: against training images seen and CPU seconds.
+
+For each family of ``benchmarks/families.py`` and each configuration, ``fit`` on a
+training set, and after every epoch score the family's test set with the current
+weights (the time that takes is not counted): test ROC AUC, TPR at FPR 1e-3,
+images seen, CPU seconds of training. One JSON line per (family, configuration)
+goes to ``--out`` (appended; a rerun skips what is there). ``--summary`` prints
+the table with the worst held-out family.
+
+    python benchmarks/transfer.py --families all --configs scratch lens --n-train 2000 --out transfer.jsonl
+    python benchmarks/transfer.py --summary transfer.jsonl
+
+Configurations are named sets of ``LensClassifier`` parameters (``CONFIGS``), plus
+``notebook64``: the notebook pipeline (``notebook_pipeline.py``) at 64 px.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from skorch.callbacks import Callback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from families import DEVELOPMENT, FAMILIES, HELD_OUT, make_family  # noqa: E402
+
+from lensclf import LensClassifier, tpr_at_fpr  # noqa: E402
+
+#: Candidate defaults (differences from LensClassifier's parameters at the time of the run).
+CONFIGS = {
+    "scratch": dict(weights=None, scaling="dataset", lr=1e-3),               # the defaults before issue 15
+    "lens": dict(weights="lens", scaling="image", lr=1e-3),
+    "lens_lr3e-4": dict(weights="lens", scaling="image", lr=3e-4),
+    "lens_lr1e-4": dict(weights="lens", scaling="image", lr=1e-4),
+    "scratch_image": dict(weights=None, scaling="image", lr=1e-3),
+    "scratch_lr1e-4": dict(weights=None, scaling="dataset", lr=1e-4),
+    "lens_cos3e-4": dict(weights="lens", scaling="image", lr=3e-4, lr_schedule="cosine"),
+    "lens_cos1e-3": dict(weights="lens", scaling="image", lr=1e-3, lr_schedule="cosine"),
+    "scratch_cos1e-3": dict(weights=None, scaling="dataset", lr=1e-3, lr_schedule="cosine"),
+    "defaults": dict(),                                                    # LensClassifier() as it is now
+}
+
+
+class TestCurve(Callback):
+    """After each epoch: test AUC of the current weights, images seen, CPU seconds of training."""
+
+    def __init__(self, X_test, y_test, records):
+        self.X_test, self.y_test, self.records = X_test, y_test, records
+
+    def on_train_begin(self, net, **kwargs):
+        self.cpu0, self.excluded, self.images = time.process_time(), 0.0, 0
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        if training:
+            self.images += len(batch[0])
+
+    def on_epoch_end(self, net, **kwargs):
+        start = time.process_time()
+        module = net.module_
+        module.eval()
+        with torch.inference_mode():
+            scores = torch.cat([module(torch.from_numpy(self.X_test[i:i + 512]))
+                                for i in range(0, len(self.X_test), 512)]).numpy()
+        module.train()
+        self.excluded += time.process_time() - start
+        self.records.append({"epoch": len(net.history), "images": self.images,
+                             "cpu_s": round(time.process_time() - self.cpu0 - self.excluded, 1),
+                             "test_auc": round(float(roc_auc_score(self.y_test, scores)), 4)})
+
+
+def run_config(name, X, y, X_test, y_test, epochs, seed):
+    records = []
+    params = dict(CONFIGS[name], max_epochs=epochs, random_state=seed, verbose=0,
+                  callbacks=[("test_curve", TestCurve(X_test, y_test, records))])
+    cpu0 = time.process_time()
+    clf = LensClassifier(**params).fit(X, y)
+    fit_cpu = time.process_time() - cpu0
+    p = clf.predict_proba(X_test)[:, 1]
+    return {"test_auc": float(roc_auc_score(y_test, p)), "tpr_at_1e-3": float(tpr_at_fpr(y_test, p, 1e-3)),
+            "fit_cpu_s": round(fit_cpu, 1), "best_epoch": clf.best_epoch_, "curve": records}
+
+
+def _write_layout(root, X, y, split):
+    for label, folder in ((1, f"{split}_lenses"), (0, f"{split}_nonlenses")):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        for index in np.flatnonzero(y == label):
+            np.save(os.path.join(root, folder, f"{index}.npy"), X[index])
+
+
+def run_notebook(X, y, X_test, y_test, epochs, seed, image_size=64):
+    from notebook_pipeline import notebook_scores, train_notebook
+
+    root = tempfile.mkdtemp(prefix="notebook-family-")
+    try:
+        _write_layout(root, X, y, "train")
+        _write_layout(root, X_test, y_test, "test")
+        records, bands = [], X.shape[1]
+
+        def on_epoch_end(model, epoch, train_s):
+            s, labels = notebook_scores(model, root, image_size=image_size, bands=bands)
+            records.append({"epoch": epoch, "images": epoch * len(y), "wall_s": round(train_s, 1),
+                            "test_auc": round(float(roc_auc_score(labels, s)), 4)})
+
+        cpu0 = time.process_time()
+        model, stats = train_notebook(root, max_epochs=epochs, seed=seed, image_size=image_size, bands=bands,
+                                      on_epoch_end=on_epoch_end)
+        fit_cpu = time.process_time() - cpu0
+        s, labels = notebook_scores(model, root, image_size=image_size, bands=bands)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"test_auc": float(roc_auc_score(labels, s)), "tpr_at_1e-3": float(tpr_at_fpr(labels, s, 1e-3)),
+            "fit_cpu_s": round(fit_cpu, 1), "curve": records}
+
+
+def summary(path):
+    rows = [json.loads(line) for line in open(path)]
+    table = {}
+    for row in rows:
+        key = (row["config"], row["n_train"], row.get("n_train_lenses"), row["epochs"])
+        table.setdefault(key, {})[row["family"]] = row
+    families = [f for f in FAMILIES if any(f in v for v in table.values())]
+    print("| config | n_train | epochs | " + " | ".join(families) + " | worst held-out | CPU s (mean) |")
+    print("|---" * (len(families) + 5) + "|")
+    for (config, n_train, n_lenses, epochs), by_family in sorted(table.items()):
+        held = [by_family[f]["test_auc"] for f in HELD_OUT if f in by_family]
+        cells = [f"{by_family[f]['test_auc']:.3f}" if f in by_family else "" for f in families]
+        worst = f"{min(held):.3f}" if held else ""
+        cpu = np.mean([r["fit_cpu_s"] for r in by_family.values()])
+        label = f"{n_train}" + (f" ({n_lenses} lenses)" if n_lenses else "")
+        print(f"| {config} | {label} | {epochs} | " + " | ".join(cells) + f" | {worst} | {cpu:.0f} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=["all"])
+    parser.add_argument("--configs", nargs="+", default=["scratch", "defaults"])
+    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--n-train-lenses", type=int, default=None, help="e.g. 400 of 800: a balanced small set")
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="transfer.jsonl")
+    parser.add_argument("--summary", default=None, metavar="JSONL")
+    args = parser.parse_args(argv)
+    if args.summary:
+        summary(args.summary)
+        return
+    families = FAMILIES if args.families == ["all"] else (
+        HELD_OUT if args.families == ["held_out"] else args.families)
+    done = set()
+    if os.path.exists(args.out):
+        for line in open(args.out):
+            row = json.loads(line)
+            done.add((row["family"], row["config"], row["n_train"], row.get("n_train_lenses"), row["epochs"]))
+    for family in families:
+        n_test = args.n_test * 5 // 2 if family == "deep_5band_asinh" else args.n_test  # 1:100: enough lenses
+        data = None
+        for config in args.configs:
+            key = (family, config, args.n_train, args.n_train_lenses, args.epochs)
+            if key in done:
+                continue
+            if data is None:
+                data = make_family(family, args.n_train, n_test, seed=args.seed, n_train_lenses=args.n_train_lenses)
+            X, y, X_test, y_test = data
+            if config == "notebook64":
+                result = run_notebook(X, y, X_test, y_test, args.epochs, args.seed)
+            else:
+                result = run_config(config, X, y, X_test, y_test, args.epochs, args.seed)
+            row = {"family": family, "config": config, "n_train": args.n_train, "n_train_lenses": args.n_train_lenses,
+                   "epochs": args.epochs, "n_test": len(y_test), "test_lenses": int(y_test.sum()),
+                   "development": family == DEVELOPMENT, **result}
+            print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+            with open(args.out, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
