@@ -296,6 +296,9 @@ class TrainingCheckpoint(Callback):
             for name in _EARLY_STOPPING_FIELDS:
                 setattr(stopper, name, saved[name])
             stopper.best_model_weights_ = saved["best_model_weights"]
+        for name, callback in net.callbacks_:  # the scorers' best values so far (skorch's losses keep no history of them)
+            if name in state.get("best_scores", {}):
+                callback.best_score_ = state["best_scores"][name]
         for role, generator in _generators(net).items():
             generator.set_state(state["generators"][role])
         torch.set_rng_state(state["torch_rng"])
@@ -312,6 +315,8 @@ class TrainingCheckpoint(Callback):
             generators={role: g.get_state() for role, g in _generators(net).items()},
             torch_rng=torch.get_rng_state(),
         )
+        state["best_scores"] = {name: _plain(callback.best_score_) for name, callback in net.callbacks_
+                                if isinstance(getattr(callback, "best_score_", None), (int, float, np.number))}
         scheduler = _callback(net, LRScheduler)
         state["lr_scheduler"] = (
             scheduler.lr_scheduler_.state_dict() if scheduler is not None and scheduler.lr_scheduler_ is not None

@@ -39,8 +39,10 @@ def _backbone_calls(clf):
 
 
 def _with_fast_paths(clf, on):
+    """A copy of the fitted model with the switch set (prediction applies it to the network)."""
     other = copy.deepcopy(clf)
-    other.net_.module_.fast_paths = on
+    other.set_params(cpu_fast_paths=on)
+    other.net_.module_.fast_paths = on  # (for the tests that call the module directly)
     return other
 
 

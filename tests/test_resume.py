@@ -59,7 +59,7 @@ def test_resuming_with_other_data_or_parameters_is_a_clear_error(tiny_data, tmp_
     X_changed[len(X) // 2] += 1
     with pytest.raises(ValueError, match="other data"):
         LensClassifier(max_epochs=2, checkpoint_dir=tmp_path, **TINY).fit(X_changed, y, resume=True)
-    with pytest.raises(ValueError, match=r"other parameters: lr=0\.001 \(now 0\.01\)"):
+    with pytest.raises(ValueError, match=r"other parameters: lr=0\.0003 \(now 0\.01\)"):
         LensClassifier(max_epochs=2, checkpoint_dir=tmp_path, **{**TINY, "lr": 0.01}).fit(X, y, resume=True)
     with pytest.raises(ValueError, match="No checkpoint to resume"):
         LensClassifier(max_epochs=2, checkpoint_dir=tmp_path / "empty", **TINY).fit(X, y, resume=True)
