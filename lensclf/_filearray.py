@@ -1,8 +1,8 @@
 """Reading many cutout files: a pool of threads, the read-all of a folder, and :class:`LensFileArray`.
 
 Files are read by a small pool of threads so that a cold disk has several
-requests in flight; each file is read and checked by the ``.npy`` reader of
-:mod:`lensclf._npy`. :func:`read_cutouts` reads a whole list into one array (the
+requests in flight; each file is read and checked by the reader of its format
+(:mod:`lensclf._cutout`: ``.npy``, FITS, or one FITS file per band). :func:`read_cutouts` reads a whole list into one array (the
 folder loader uses it); :class:`LensFileArray` is the lazy, picklable
 alternative that reads only the rows indexed.
 """
@@ -23,7 +23,7 @@ from ._checks import (
     value_problems,
 )
 from ._errors import LensDataWarning
-from ._npy import read_cutout_into, read_cutout_shape, read_lens_file
+from ._cutout import as_source, cutout_shape, read_cutout_into
 
 __all__ = ["FILES_PER_TASK", "LensFileArray", "first_cutout_shape", "read_cutouts", "run_tasks"]
 
@@ -57,7 +57,7 @@ def first_cutout_shape(paths, limit=None):
     """Shape of the first file (among the first ``limit``) with a usable header, or None."""
     for path in paths[:limit]:
         try:
-            return read_cutout_shape(path)
+            return cutout_shape(path)
         except FileProblem:
             continue
     return None
@@ -107,7 +107,7 @@ def read_cutouts(paths, n_threads=None, shape=None):
         problems = {}
         for i, path in enumerate(paths):
             try:
-                read_cutout_shape(path)
+                cutout_shape(path)
             except FileProblem as exc:
                 problems[i] = exc.reason
         return np.empty((n, 0, 0, 0), dtype=np.float32), problems
@@ -126,7 +126,7 @@ def read_cutouts(paths, n_threads=None, shape=None):
 
 
 class LensFileArray:
-    """A lazy, picklable array of cutouts, one ``.npy`` file per row.
+    """A lazy, picklable array of cutouts, one file per row (``.npy`` or FITS, or a :class:`BandFiles`).
 
     Use it for data sets larger than memory: nothing but the headers is read until
     rows are indexed, and then only those files. Values are identical to
@@ -134,8 +134,8 @@ class LensFileArray:
 
     Parameters
     ----------
-    paths : sequence of str or path-like
-        One ``.npy`` cutout file per row.
+    paths : sequence of str, path-like or BandFiles
+        One cutout per row: a ``.npy`` or FITS file, or the band files of one cutout.
     errors : {"raise", "skip"}, default="raise"
         How files with unusable headers (missing, truncated, wrong dtype, wrong
         shape...) found by the construction scan are handled: ``"raise"`` raises one
@@ -151,7 +151,7 @@ class LensFileArray:
 
     Attributes
     ----------
-    paths : list of str
+    paths : list of str or BandFiles
         The files, one per row (without the skipped ones).
     skipped : list of (str, str)
         ``(path, reason)`` of files left out with ``errors="skip"``.
@@ -173,7 +173,7 @@ class LensFileArray:
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
         if not scan and errors != "raise":
             raise ValueError("errors='skip' needs scan=True (files can only be skipped after a scan)")
-        paths = [os.fspath(p) for p in paths]
+        paths = [as_source(p) for p in paths]
         if not paths:
             raise ValueError("LensFileArray needs at least one file path")
         self.errors = errors
@@ -184,7 +184,10 @@ class LensFileArray:
         else:
             shape = first_cutout_shape(paths, limit=1)
             if shape is None:
-                read_lens_file(paths[0])  # raises a LensDataError naming the problem
+                try:
+                    cutout_shape(paths[0])
+                except FileProblem as exc:
+                    raise problems_error([(paths[0], exc.reason)]) from None
         self.paths = paths
         self.shape = (len(paths), *shape)
 
@@ -195,7 +198,7 @@ class LensFileArray:
         def scan_chunk(start, stop):
             for i in range(start, stop):
                 try:
-                    headers[i] = read_cutout_shape(paths[i])
+                    headers[i] = cutout_shape(paths[i])
                 except FileProblem as exc:
                     problems[i] = exc.reason
 
@@ -253,8 +256,8 @@ class LensFileArray:
         indices, single = self._indices(key)
         out = self._read(indices)
         if single:
-            out = out[0]
-        return out[rest] if rest else out
+            return out[0][rest] if rest else out[0]
+        return out[(slice(None), *rest)] if rest else out
 
     def _read(self, indices):
         out = np.empty((len(indices), *self.shape[1:]), dtype=np.float32)

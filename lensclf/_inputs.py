@@ -10,17 +10,21 @@ or, with ``errors="skip"``, returned as ``(path, reason)`` lists.
 import os
 import warnings
 
-from ._checks import problems_error
+from ._checks import FileProblem, problems_error
 from ._errors import LensDataError, LensDataWarning
 from ._filearray import LensFileArray
-from ._layout import is_npy_name, natural_key
+from ._cutout import CUTOUT_FORMATS, cutout_shape, is_cutout_name
+from ._fits import is_fits_name
+from ._fitsize import size_problem
+from ._layout import natural_key
 from ._npy import npy_shape
+from ._zarr import LensZarrArray, is_zarr_store
 
 __all__ = ["expand_inputs", "plan_inputs", "read_input_files"]
 
 
 def expand_inputs(inputs):
-    """Files to score, in order: folders become their ``.npy`` files (natural order, not recursive).
+    """Files to score, in order: folders become their cutout files (``.npy`` and FITS) (natural order, not recursive).
 
     Raises :class:`FileNotFoundError` for an input that does not exist and
     :class:`~lensclf.LensDataError` for a folder without ``.npy`` files.
@@ -28,11 +32,14 @@ def expand_inputs(inputs):
     files = []
     for item in inputs:
         item = os.fspath(item)
-        if os.path.isdir(item):
+        if is_zarr_store(item):
+            files.append(item)
+        elif os.path.isdir(item):
             with os.scandir(item) as entries:
-                names = [e.name for e in entries if is_npy_name(e.name) and e.is_file()]
+                names = [e.name for e in entries if is_cutout_name(e.name) and e.is_file()]
             if not names:
-                raise LensDataError(f"{item}: folder holds no .npy files", [(item, "no .npy files")])
+                raise LensDataError(f"{item}: folder holds no cutout files ({CUTOUT_FORMATS})",
+                                    [(item, "no cutout files")])
             files += [os.path.join(item, name) for name in sorted(names, key=natural_key)]
         elif os.path.exists(item) or os.path.islink(item):
             files.append(item)
@@ -41,53 +48,101 @@ def expand_inputs(inputs):
     return files
 
 
-def plan_inputs(files, input_shape, errors):
-    """Group ``files`` into work for a model of input ``input_shape`` (bands, height, width).
+def _file_shape(path):
+    """The shape in a file's header (any number of dimensions), or None when it cannot be read."""
+    if not is_fits_name(path):
+        return npy_shape(path)
+    try:
+        return cutout_shape(path)
+    except FileProblem:
+        return None
 
+
+def _rows_of(path, row, extra, shape, n_rows, kind, plan):
+    """Add rows of a stack or store to ``plan``: all of them, or ``row``; return a problem or None."""
+    if row is not None and row >= n_rows:
+        return f"has no row {row}: it holds {n_rows:,} cutouts"
+    last = plan[-1] if plan else None
+    if row is not None and last is not None and last[0] == kind and last[1] == path and last[4] is not None:
+        last[2].append(row)
+        last[4].append(extra)
+        return None
+    rows = list(range(n_rows)) if row is None else [row]
+    plan.append((kind, path, rows, shape, None if row is None else [extra]))
+    return None
+
+
+def plan_inputs(items, input_shape, errors, fit_size="error"):
+    """Group the inputs into work for a model of input ``input_shape`` (bands, height, width).
+
+    ``items`` are paths, or ``(path, row, extra)`` for catalogue entries (``row``:
+    a row of a stack or store, or None; ``extra``: what to copy to the output).
     Returns ``(plan, skipped)``. ``plan`` lists, in input order,
-    ``("stack", path, n_rows)`` for a stacked ``.npy`` file and
-    ``("files", [paths])`` for a run of single-cutout files (and files whose
-    header cannot be read, which :func:`read_input_files` reports). Files whose
-    header shows a shape the model cannot score are problems: with
-    ``errors="raise"`` the first raises a :class:`~lensclf.LensDataError`,
-    with ``errors="skip"`` they are returned in ``skipped`` as (path, reason).
+    ``("stack" or "zarr", path, rows, shape, extras)`` for rows of a stacked
+    ``.npy`` file or a zarr store and ``("files", paths, shape, extras)`` for a
+    run of single-cutout files of one shape (``shape`` None: files whose header
+    cannot be read, which :func:`read_input_files` reports); ``extras`` is None,
+    or one ``extra`` per row. Inputs the model cannot score (shape, with
+    ``fit_size``: see :mod:`lensclf._fitsize`) are problems: with
+    ``errors="raise"`` the first raises a :class:`~lensclf.LensDataError`, with
+    ``errors="skip"`` they are returned in ``skipped`` as (path, reason).
     """
     input_shape = tuple(input_shape)
     plan, skipped = [], []
-    for path in files:
-        shape = npy_shape(path)
+    for item in items:
+        path, row, extra = (os.fspath(item), None, None) if isinstance(item, (str, os.PathLike)) else item
         problem = None
-        if shape is not None and len(shape) == 4:
-            if shape[1:] != input_shape:
-                problem = f"is a stack of cutouts of shape {shape[1:]}; the model expects {input_shape}"
-            elif shape[0] == 0:
-                problem = "is a stack that holds no cutouts"
+        if is_zarr_store(path):
+            try:
+                store = LensZarrArray(path)
+            except LensDataError as exc:
+                problem, shape = exc.problems[0][1] if exc.problems else str(exc), None
             else:
-                plan.append(("stack", path, shape[0]))
-                continue
-        elif shape is not None and len(shape) == 3 and shape != input_shape:
-            problem = f"has shape {shape}; the model expects {input_shape}"
+                shape = tuple(store.shape[1:])
+                problem = size_problem(shape, input_shape, fit_size)
+                if problem is None:
+                    problem = _rows_of(path, row, extra, shape, len(store), "zarr", plan)
+        else:
+            shape = _file_shape(path)
+            if shape is not None and len(shape) == 4:
+                problem = size_problem(shape[1:], input_shape, fit_size)
+                if problem:
+                    problem = "is a stack; each cutout " + problem
+                elif shape[0] == 0:
+                    problem = "is a stack that holds no cutouts"
+                else:
+                    problem = _rows_of(path, row, extra, tuple(shape[1:]), shape[0], "stack", plan)
+            elif row is not None:
+                problem = f"is not a stack or a zarr store, but the catalogue gives row {row}"
+            else:
+                shape = tuple(shape) if shape is not None and len(shape) == 3 else None
+                problem = size_problem(shape, input_shape, fit_size) if shape else None
+                if problem is None:
+                    run = plan[-1] if plan and plan[-1][0] == "files" else None
+                    if run is not None and (shape is None or run[2] in (None, shape)):
+                        run[1].append(path)
+                        if run[3] is not None:
+                            run[3].append(extra)
+                        if run[2] is None:
+                            plan[-1] = ("files", run[1], shape, run[3])
+                    else:
+                        plan.append(("files", [path], shape, None if extra is None else [extra]))
         if problem is not None:
             if errors == "raise":
-                raise problems_error([(path, problem)])
-            skipped.append((path, problem))
-            continue
-        if plan and plan[-1][0] == "files":
-            plan[-1][1].append(path)
-        else:
-            plan.append(("files", [path]))
+                raise problems_error([(path if row is None else f"{path}[{row}]", problem)])
+            skipped.append((path if row is None else f"{path}[{row}]", problem))
     return plan, skipped
 
 
 def read_input_files(paths, errors):
     """Read single-cutout files: ``(X, kept, skipped)``.
 
-    ``X`` holds the cutouts of the files ``kept`` (``None`` when no file is
-    usable). With ``errors="raise"`` the first problem raises a
+    ``X`` holds the cutouts of the files at the positions ``kept`` of
+    ``paths`` (``X`` is ``None`` when no file is usable). With
+    ``errors="raise"`` the first problem raises a
     :class:`~lensclf.LensDataError`; with ``errors="skip"`` bad files are left
     out and returned in ``skipped`` as (path, reason), without a warning.
     """
-    skipped = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LensDataWarning)
         try:
@@ -96,15 +151,17 @@ def read_input_files(paths, errors):
             if errors == "raise":
                 raise
             return None, [], list(exc.problems)
-        skipped += array.skipped
+        skipped = list(array.skipped)
+        bad = {path for path, _ in skipped}
         try:
-            return array[:], array.paths, skipped
+            X = array[:]
         except LensDataError as exc:  # pixel problems (NaN, blank) are found on reading
             if errors == "raise":
                 raise
-            bad = {path for path, _ in exc.problems}
             skipped += exc.problems
-            kept = [path for path in array.paths if path not in bad]
-            if not kept:
-                return None, [], skipped
-            return LensFileArray(kept)[:], kept, skipped
+            bad |= {path for path, _ in exc.problems}
+            X = None
+        kept = [i for i, path in enumerate(paths) if str(path) not in bad]
+        if X is None and kept:
+            X = LensFileArray([paths[i] for i in kept])[:]
+        return X, kept, skipped

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import problems_error, summarise
+from ._cutout import CUTOUT_FORMATS, is_cutout_name
 from ._errors import LensDataError, LensDataWarning
 from ._filearray import read_cutouts
 from ._files import atomic_write
@@ -27,8 +28,7 @@ __all__ = [
     "SPLITS",
     "ClassFolder",
     "class_folders",
-    "count_npy",
-    "is_npy_name",
+    "count_cutouts",
     "load_lens_dir",
     "natural_key",
 ]
@@ -70,17 +70,12 @@ def natural_key(name):
     return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)], name
 
 
-def is_npy_name(name):
-    """Whether a folder entry named ``name`` counts as a cutout file (``.npy``, not hidden)."""
-    return name.lower().endswith(".npy") and not name.startswith(".")
-
-
-def count_npy(folder):
-    """Number of cutout files in ``folder`` (the rule of :func:`is_npy_name`), or None if it is missing."""
+def count_cutouts(folder):
+    """Number of cutout files in ``folder`` (the rule of :func:`~lensclf._cutout.is_cutout_name`), or None if missing."""
     if not os.path.isdir(folder):
         return None
     with os.scandir(folder) as entries:
-        return sum(1 for entry in entries if is_npy_name(entry.name))
+        return sum(1 for entry in entries if is_cutout_name(entry.name))
 
 
 # --------------------------------------------------------------------------- listing and checks
@@ -95,7 +90,7 @@ def _list_class_folder(folder):
     npy, stray = [], []
     with os.scandir(folder) as entries:
         for entry in entries:
-            (npy if is_npy_name(entry.name) else stray).append(entry.name)
+            (npy if is_cutout_name(entry.name) else stray).append(entry.name)
     return sorted(npy, key=natural_key), sorted(stray, key=natural_key)
 
 
@@ -173,7 +168,7 @@ def _warn_stray(stray_paths, root, split):
         shown = ", ".join(noted[:5]) + (f", ... and {len(noted) - 5:,} more" if len(noted) > 5 else "")
         warnings.warn(
             LensDataWarning(
-                f"ignored {len(noted):,} entr{'y' if len(noted) == 1 else 'ies'} without the .npy extension "
+                f"ignored {len(noted):,} entr{'y' if len(noted) == 1 else 'ies'} that are not cutout files (.npy or FITS) "
                 f"in the class folders of '{root}' (split='{split}'): {shown}"
             ),
             stacklevel=3,
@@ -352,7 +347,8 @@ def load_lens_dir(
         if not npy:
             others = f" (it holds only: {', '.join(stray[:5])})" if stray else " (it is empty)"
             raise LensDataError(
-                f"{folder}: class folder holds no .npy files{others}", [(folder, "no .npy files")]
+                f"{folder}: class folder holds no cutout files ({CUTOUT_FORMATS}){others}",
+                [(folder, "no cutout files")],
             )
         listing.append((class_folder.name, npy, stray))
     paths = [os.path.join(root, folder, name) for folder, names, _ in listing for name in names]
@@ -362,7 +358,7 @@ def load_lens_dir(
     )
     stray_paths = [os.path.join(root, folder, name) for folder, _, stray in listing for name in stray]
     stray_skipped = [
-        (path, "folder, not a .npy file; ignored" if os.path.isdir(path) else "not a .npy file; ignored")
+        (path, "folder, not a cutout file; ignored" if os.path.isdir(path) else "not a cutout file; ignored")
         for path in stray_paths
     ]
     _warn_stray(stray_paths, root, split)

@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_consistent_length
 
 from ._cpu import FAST_PATH_MODES
 from ._filearray import LensFileArray
+from ._zarr import LensZarrArray
 from ._models import ARCHITECTURES, SCALINGS, STEMS
 
 __all__ = ["OPTIMIZERS", "PARAMETER_CONSTRAINTS", "as_images", "check_labels", "check_optimizer",
@@ -96,10 +97,10 @@ def _is_path_list(X):
 def as_images(X):
     """``X`` as an (N, C, H, W) float32 array-like, without copying when possible.
 
-    Accepts arrays (any real dtype), memory maps, :class:`~lensclf.LensFileArray`
-    and lists of ``.npy`` paths (read lazily in batches).
+    Accepts arrays (any real dtype), memory maps, :class:`~lensclf.LensFileArray`,
+    :class:`~lensclf.LensZarrArray` and lists of cutout file paths (read lazily in batches).
     """
-    if isinstance(X, LensFileArray):
+    if isinstance(X, (LensFileArray, LensZarrArray)):
         return X
     if isinstance(X, (str, os.PathLike)):
         raise TypeError(

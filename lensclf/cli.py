@@ -34,6 +34,7 @@ from .workflows import (
     TrainingInterrupted,
     run_demo,
     run_evaluate,
+    run_pack,
     run_predict,
     run_simulate,
     run_train,
@@ -53,6 +54,7 @@ __all__ = [
     "main",
     "run_demo",
     "run_evaluate",
+    "run_pack",
     "run_predict",
     "run_simulate",
     "run_train",
@@ -165,6 +167,9 @@ def build_parser():
     scoring_options.add_argument("--prior", type=_fraction, default=None, metavar="P",
                                  help="lens fraction the probabilities should refer to (default: the model's)")
     scoring_options.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
+    scoring_options.add_argument("--fit-size", choices=["error", "crop", "resize"], default="error",
+                                 help="cutouts of another size than the model's: refuse them, take their centre, "
+                                      "or resample them (recorded in the output)")
 
     demo = commands.add_parser(
         "demo", formatter_class=formatter, parents=[common],
@@ -186,7 +191,9 @@ def build_parser():
         description="Train a LensClassifier on DATA_DIR/train_lenses and DATA_DIR/train_nonlenses; save "
         "RUN_DIR/model.safetensors (best weights), history.csv, history.json and history.png.",
     )
-    train.add_argument("data_dir", metavar="DATA_DIR", help="folder with train_lenses/ and train_nonlenses/")
+    train.add_argument("data_dir", metavar="DATA_DIR",
+                       help="folder with train_lenses/ and train_nonlenses/, or class folders (lens/, nolens/, "
+                            "with or without band sub-folders Band1/ Band2/ ...): .npy or FITS files")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder (missing or empty)")
     train.add_argument("--epochs", type=_positive_int, default=_DEFAULTS["max_epochs"], help="training epochs")
     train.add_argument("--lr", type=_positive_float, default=_DEFAULTS["lr"], help="learning rate")
@@ -227,7 +234,9 @@ def build_parser():
         "and plots (ROC, precision-recall, confusion matrix, score histogram, worst mistakes, history) "
         "into REPORT_DIR.",
     )
-    evaluate.add_argument("data_dir", metavar="DATA_DIR", help="DeepLense-layout folder")
+    evaluate.add_argument("data_dir", metavar="DATA_DIR",
+                          help="DeepLense-layout folder, or class folders (lens/, nolens/, with or without band "
+                               "sub-folders)")
     evaluate.add_argument("--out", required=True, metavar="REPORT_DIR", help="report folder (missing or empty)")
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="split to score")
     evaluate.add_argument("--threshold", type=_probability, default=None, metavar="T",
@@ -239,20 +248,46 @@ def build_parser():
 
     predict = commands.add_parser(
         "predict", formatter_class=formatter, parents=[common, scoring],
-        help="score .npy cutouts and write a CSV of lens probabilities",
-        description="Score cutouts with MODEL. INPUT: .npy files holding one cutout (bands, height, width), "
-        "stacked .npy arrays (n, bands, height, width) (memory-mapped and scored in chunks), or folders "
-        "of them (not recursive, natural name order). Writes CSV rows source,index,score (index: the row "
-        "in a stack, empty for single files).",
+        help="score cutouts and write a CSV or Parquet table of lens probabilities",
+        description="Score cutouts with MODEL. INPUT: .npy or FITS files holding one cutout (bands, height, "
+        "width), stacked .npy arrays (n, bands, height, width) (memory-mapped and scored in chunks), zarr "
+        "stores written by 'lensclf pack' (read chunk by chunk), or folders of cutout files (not recursive, "
+        "natural name order); or, instead of INPUTs, --catalog CSV naming a file (and a row) per object. "
+        "Writes rows source,index,id,score (index: the row in a stack or store, empty for single files; id: "
+        "the row's ID in a store), after the catalogue's own columns.",
     )
-    predict.add_argument("inputs", metavar="INPUT", nargs="+", help=".npy file or folder of .npy files")
-    predict.add_argument("--out", required=True, metavar="CSV", help="output CSV file")
+    predict.add_argument("inputs", metavar="INPUT", nargs="*", help="cutout file, folder or zarr store")
+    predict.add_argument("--catalog", metavar="CSV", default=None,
+                         help="catalogue with a 'path' column (and optionally 'row'); other columns are copied")
+    predict.add_argument("--out", required=True, metavar="TABLE",
+                         help="output file: .csv, or .parquet (needs pyarrow)")
     predict.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                          help="inference batch size (default: the model's)")
     predict.add_argument("--errors", choices=["raise", "skip"], default="raise",
                          help="stop on a bad file, or list it on stderr and leave it out")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     predict.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    pack = commands.add_parser(
+        "pack", formatter_class=formatter, parents=[common],
+        help="pack cutout files into one chunked zarr store",
+        description="Write cutouts into one zarr store OUT (images (N, bands, H, W) in chunks sized for "
+        "scoring, compressed, with each row's source file, ID and label). INPUT: .npy or FITS files, "
+        "folders of them (label unknown), a DeepLense-layout folder (its --split, labelled) or class folders "
+        "(lens/, nolens/, with or without band folders; labelled). An interrupted run is resumed by running "
+        "the same command again; a store is marked complete only when every row is written. Needs zarr: "
+        "pip install 'lensclf[zarr]'.",
+    )
+    pack.add_argument("inputs", metavar="INPUT", nargs="+", help="cutout file, folder or labelled layout")
+    pack.add_argument("--out", required=True, metavar="STORE", help="the zarr store folder (e.g. cutouts.zarr)")
+    pack.add_argument("--split", choices=["train", "test"], default="train",
+                      help="split packed from DeepLense-layout inputs")
+    pack.add_argument("--chunk-rows", type=_positive_int, default=None, metavar="N",
+                      help="cutouts per chunk (default: about 8 MiB of pixels)")
+    pack.add_argument("--append", action="store_true", help="add INPUTs to a complete store (same cutout shape)")
+    pack.add_argument("--errors", choices=["raise", "skip"], default="raise",
+                      help="stop on a bad file, or list it on stderr and leave it out")
+    pack.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     simulate = commands.add_parser(
         "simulate", formatter_class=formatter, parents=[common],
@@ -289,12 +324,15 @@ def _dispatch(args):
                   overwrite=args.overwrite, quiet=args.quiet, resume=args.resume)
     elif args.command == "evaluate":
         run_evaluate(args.model, args.data_dir, args.out, split=args.split, tta=args.tta, prior=args.prior,
-                     threshold=args.threshold, errors=args.errors, device=args.device,
+                     threshold=args.threshold, errors=args.errors, device=args.device, fit_size=args.fit_size,
                      overwrite=args.overwrite, quiet=args.quiet)
     elif args.command == "predict":
-        run_predict(args.model, args.inputs, args.out, tta=args.tta, prior=args.prior,
-                    batch_size=args.batch_size, errors=args.errors, device=args.device,
+        run_predict(args.model, args.inputs, args.out, catalog=args.catalog, tta=args.tta, prior=args.prior,
+                    batch_size=args.batch_size, errors=args.errors, device=args.device, fit_size=args.fit_size,
                     overwrite=args.overwrite, quiet=args.quiet)
+    elif args.command == "pack":
+        run_pack(args.inputs, args.out, split=args.split, chunk_rows=args.chunk_rows, append=args.append,
+                 errors=args.errors, quiet=args.quiet)
     elif args.command == "simulate":
         run_simulate(args.out_dir, n_train_lenses=args.n_train_lenses, n_train_nonlenses=args.n_train_nonlenses,
                      n_test_lenses=args.n_test_lenses, n_test_nonlenses=args.n_test_nonlenses,
@@ -322,6 +360,8 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "predict" and bool(args.inputs) == (args.catalog is not None):
+        parser.error("predict: give INPUT files, folders or stores, or --catalog CSV (one of the two)")
     try:
         _dispatch(args)
     except KeyboardInterrupt as exc:

@@ -55,6 +55,7 @@ def write_report(
     overwrite=False,
     n_bootstraps=1000,
     random_state=0,
+    extra=None,
 ):
     """Write an evaluation report (metrics, plots, scores) into a folder.
 
@@ -100,6 +101,9 @@ def write_report(
         Resamples for the ROC AUC interval.
     random_state : int or None, default=0
         Seed for the bootstrap.
+    extra : dict, optional
+        More entries for ``metrics.json`` (JSON-serialisable), e.g. how the
+        cutouts were brought to the model's size.
 
     Returns
     -------
@@ -119,6 +123,7 @@ def write_report(
     metrics = evaluate_scores(
         y_true, y_score, threshold=threshold, prior=prior, n_bootstraps=n_bootstraps, random_state=random_state
     )
+    metrics.update(extra or {})
     y_true = np.asarray(y_true).astype(np.int64)
     y_score = np.asarray(y_score, dtype=np.float64)
     if names is not None:

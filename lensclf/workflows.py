@@ -23,14 +23,20 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._classdirs import find_class_folders, is_class_layout, load_class_folders
 from ._classifier import LensClassifier, save_model
 from ._device import resolve_device
 from ._errors import LensDataError, LensDataWarning
 from ._files import atomic_save_json, atomic_write, check_output_folder, save_figure
+from ._fitsize import check_fit_size, describe, fit_to_size, size_problem
 from ._history import history_records
+from ._catalog import read_catalog
+from ._checks import problems_error
 from ._inputs import expand_inputs, plan_inputs, read_input_files
-from ._layout import class_folders, count_npy, load_lens_dir
+from ._layout import class_folders, count_cutouts, load_lens_dir
 from ._npy import open_lens_stack
+from ._tables import ScoreTable
+from ._zarr import LensZarrArray, is_zarr_store, pack_cutouts
 from .plots import plot_history
 from .report import format_summary, write_report
 from .simulate import write_lens_dir
@@ -48,6 +54,7 @@ __all__ = [
     "TrainingInterrupted",
     "run_demo",
     "run_evaluate",
+    "run_pack",
     "run_predict",
     "run_simulate",
     "run_train",
@@ -110,25 +117,60 @@ def _prior_label(clf):
     return f"as trained ({clf.train_prior_:.4g})"
 
 
-def _score(clf, X, quiet=False, desc="scoring"):
-    """Lens probabilities of ``X`` in chunks, with a progress bar."""
+def _check_size(clf, shape, fit_size, where):
+    """Raise a LensDataError naming ``where`` when cutouts of ``shape`` cannot be scored by ``clf``."""
+    problem = size_problem(shape, clf.input_shape_, fit_size)
+    if problem:
+        raise LensDataError(f"{where}: the cutouts {problem}", [(where, problem)])
+
+
+def _score(clf, X, quiet=False, desc="scoring", fit_size="error"):
+    """Lens probabilities of ``X`` in chunks, with a progress bar (cutouts fitted to the model's size)."""
     n = len(X)
     scores = np.empty(n, dtype=np.float64)
     with tqdm(total=n, desc=desc, unit="img", disable=quiet) as bar:
         for start in range(0, n, PREDICT_CHUNK_SIZE):
             stop = min(start + PREDICT_CHUNK_SIZE, n)
-            scores[start:stop] = clf.predict_proba(X[start:stop])[:, 1]
+            block = fit_to_size(np.asarray(X[start:stop], dtype=np.float32), clf.input_shape_, fit_size)
+            scores[start:stop] = clf.predict_proba(block)[:, 1]
             bar.update(stop - start)
     return scores
 
 
+def _describe_data(data_dir, split):
+    """What ``training_data`` records of ``data_dir``: its layout, and the band folders in the order used."""
+    if is_zarr_store(data_dir):
+        return {"layout": "zarr"}
+    if not is_class_layout(data_dir):
+        return {"layout": "deeplense", "split": split}
+    bands = find_class_folders(data_dir)[2]
+    return {"layout": "class_folders", **({"bands": bands} if bands else {})}
+
+
 def _load_split(data_dir, split, errors, cache=None):
-    """load_lens_dir with paths; skipped files are listed on stderr instead of warned."""
+    """The labelled cutouts of ``data_dir``, with paths; skipped files are listed on stderr instead of warned.
+
+    A DeepLense layout gives its ``split``; class folders (``lens/``, ``nolens/``, with or without band
+    sub-folders) give all their objects, and a zarr store (``lensclf pack``) its labelled rows, read lazily.
+    """
+    if is_zarr_store(data_dir):
+        store = LensZarrArray(data_dir)
+        labelled = np.flatnonzero(store.labels >= 0)
+        if len(labelled) == 0:
+            raise LensDataError(f"{data_dir}: the store's rows have no labels (it was packed from unlabelled "
+                                "files); pack a labelled layout to train or evaluate on it", [(data_dir, "no labels")])
+        X = LensZarrArray(data_dir, rows=labelled)
+        return X, X.labels.astype(np.int64), [f"{data_dir}[{i}]" for i in labelled], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LensDataWarning)
-        X, y, paths, skipped = load_lens_dir(
-            data_dir, split, errors=errors, return_paths=True, return_skipped=True, cache=cache
-        )
+        if is_class_layout(data_dir):
+            X, y, paths, skipped = load_class_folders(
+                data_dir, errors=errors, return_paths=True, return_skipped=True
+            )
+        else:
+            X, y, paths, skipped = load_lens_dir(
+                data_dir, split, errors=errors, return_paths=True, return_skipped=True, cache=cache
+            )
     _report_skipped(skipped)
     return X, y, paths, skipped
 
@@ -249,7 +291,7 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
     _say(f"data: {data_dir}", quiet)
     _say(f"  train: {n_lenses:,} lenses, {len(y) - n_lenses:,} non-lenses "
          f"(loaded; {' x '.join(str(s) for s in X.shape[1:])} per cutout)", quiet)
-    test_counts = [count_npy(os.path.join(data_dir, folder.name)) for folder in class_folders("test")]
+    test_counts = [count_cutouts(os.path.join(data_dir, folder.name)) for folder in class_folders("test")]
     if None not in test_counts:
         _say(f"  test:  {test_counts[0]:,} lenses, {test_counts[1]:,} non-lenses (files counted, not loaded)", quiet)
     _say(f"device: {resolve_device(params.get('device', 'auto'))}", quiet)
@@ -274,7 +316,7 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
     model_path = os.path.join(run_dir, MODEL_FILE_NAME)
     training_data = {
         "data_dir": os.path.abspath(data_dir),
-        "split": "train",
+        **_describe_data(data_dir, "train"),
         "n_lenses": n_lenses,
         "n_nonlenses": int(len(y) - n_lenses),
     }
@@ -304,15 +346,15 @@ def _load_model(model_path, device="auto", tta=None, prior=None, threshold=None,
 
 
 def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, prior=None, threshold=None,
-                 errors="raise", device="auto", overwrite=False, quiet=False):
-    """Score one split of a DeepLense-layout folder and write an evaluation report.
+                 errors="raise", device="auto", fit_size="error", overwrite=False, quiet=False):
+    """Score one split of a DeepLense-layout folder (or all of a class-folder layout) and write a report.
 
     Parameters
     ----------
     model_path : str or path-like
         A model saved by ``lensclf train`` or :meth:`LensClassifier.save`.
     data_dir : str or path-like
-        DeepLense-layout folder.
+        DeepLense-layout folder, or class folders (see :func:`lensclf.load_class_folders`).
     report_dir : str or path-like
         Report folder (see :func:`lensclf.write_report`).
     split : {"test", "train"}, default="test"
@@ -327,6 +369,9 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
         How bad data files are handled.
     device : str, default="auto"
         Device to score on.
+    fit_size : {"error", "crop", "resize"}, default="error"
+        Cutouts of another size than the model's: refused, centre-cropped or
+        resampled (recorded as ``fit_size`` in ``metrics.json``).
     overwrite : bool, default=False
         Replace a report in a non-empty ``report_dir``.
     quiet : bool, default=False
@@ -339,13 +384,17 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
     """
     data_dir, report_dir = os.fspath(data_dir), os.fspath(report_dir)
     check_output_folder(report_dir, overwrite, "Report folder", "pass --overwrite")
+    check_fit_size(fit_size)
     clf = _load_model(model_path, device=device, tta=tta or None, prior=prior, threshold=threshold)
     X, y, paths, _ = _load_split(data_dir, split, errors)
-    scores = _score(clf, X, quiet=quiet)
-    names = [os.path.relpath(path, data_dir) for path in paths]
+    _check_size(clf, X.shape[1:], fit_size, data_dir)
+    scores = _score(clf, X, quiet=quiet, fit_size=fit_size)
+    names = [" + ".join(os.path.relpath(p, data_dir) for p in path.split(" + ")) for path in paths]
+    fitted = describe(X.shape[1:], clf.input_shape_, fit_size)
     metrics = write_report(
         report_dir, y, scores, X=X, names=names, threshold=clf.threshold, prior=_prior_label(clf),
         history=getattr(clf, "history_", None) or None, overwrite=overwrite,
+        extra={"fit_size": fitted} if fitted else None,
     )
     _say(format_summary(metrics), quiet)
     _say(f"report: {report_dir}", quiet)
@@ -355,44 +404,83 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
 # --------------------------------------------------------------------------- predict
 
 
-def _score_stack(clf, stack, path, start, stop, errors, skipped):
-    """Scores of rows ``start:stop`` of an opened stack: (row indices, scores)."""
-    block = np.asarray(stack[start:stop], dtype=np.float32)
-    rows = np.arange(start, stop)
+def _finite_rows(block, rows, where, errors, skipped):
+    """Drop (``errors="skip"``) or refuse the rows of ``block`` with NaN or infinite pixels."""
     finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
-    if not finite.all():
-        bad = rows[~finite]
-        reason = "has NaN or infinite pixel values"
-        if errors == "raise":
-            shown = ", ".join(str(i) for i in bad[:5])
-            raise LensDataError(
-                f"{path}: row(s) {shown}{' ...' if len(bad) > 5 else ''} of the stack {reason}. "
-                "Pass --errors skip to leave such rows out",
-                [(f"{path}[{i}]", reason) for i in bad],
-            )
-        skipped += [(f"{path}[{i}]", reason) for i in bad]
-        block, rows = block[finite], rows[finite]
-    if len(block) == 0:
-        return rows, np.zeros(0)
-    return rows, clf.predict_proba(block)[:, 1]
+    if finite.all():
+        return block, rows
+    bad = [rows[i] for i in np.flatnonzero(~finite)]
+    reason = "has NaN or infinite pixel values"
+    if errors == "raise":
+        shown = ", ".join(str(i) for i in bad[:5])
+        raise LensDataError(f"{where}: row(s) {shown}{' ...' if len(bad) > 5 else ''} {reason}. "
+                            "Pass --errors skip to leave such rows out", [(f"{where}[{i}]", reason) for i in bad])
+    skipped += [(f"{where}[{i}]", reason) for i in bad]
+    return block[finite], [r for r, ok in zip(rows, finite) if ok]
 
 
-def run_predict(model_path, inputs, out_csv, *, tta=False, prior=None, batch_size=None, errors="raise",
-                device="auto", overwrite=False, quiet=False):
-    """Score cutouts with a saved model and write ``source,index,score`` rows to a CSV file.
+def _predict_blocks(item, errors, skipped):
+    """Yield ``(n_read, block, sources, indices, ids, extras)`` per chunk of one item of the prediction plan.
+
+    ``n_read`` counts the inputs of the chunk; ``block`` is None when none of them was usable.
+    """
+    if item[0] == "files":
+        kind, rows_or_paths, _, extras = item
+        where = None
+    else:
+        kind, where, rows_or_paths, _, extras = item
+    n = len(rows_or_paths)
+    store = LensZarrArray(where) if kind == "zarr" else None
+    for start in range(0, n, PREDICT_CHUNK_SIZE):
+        chunk = rows_or_paths[start:start + PREDICT_CHUNK_SIZE]
+        extra = extras[start:start + PREDICT_CHUNK_SIZE] if extras is not None else None
+        if kind == "files":
+            X, kept, bad = read_input_files(chunk, errors)
+            skipped += bad
+            if not kept:
+                yield len(chunk), None, None, None, None, None
+            else:
+                yield (len(chunk), X, [chunk[i] for i in kept], [None] * len(kept), [None] * len(kept),
+                       None if extra is None else [extra[i] for i in kept])
+            continue
+        if kind == "stack":
+            # A fresh memory map per chunk: pages read earlier are unmapped with the old map, so the
+            # resident memory stays at one chunk instead of growing with the stack.
+            block = np.asarray(open_lens_stack(where)[np.asarray(chunk)], dtype=np.float32)
+        else:
+            block = store.read(chunk, check=False)  # checked by _finite_rows, which can skip rows
+        positions = list(range(len(chunk)))
+        block, positions = _finite_rows(block, positions, where, errors, skipped)
+        rows = [chunk[i] for i in positions]
+        if kind == "zarr":
+            sources, ids = list(store.sources[rows]), list(store.ids[rows])
+        else:
+            sources, ids = [where] * len(rows), [None] * len(rows)
+        yield len(chunk), block, sources, rows, ids, None if extra is None else [extra[i] for i in positions]
+
+
+def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None, batch_size=None, errors="raise",
+                device="auto", fit_size="error", overwrite=False, quiet=False):
+    """Score cutouts with a saved model and write ``source,index,id,score`` rows to a CSV or Parquet file.
 
     Parameters
     ----------
     model_path : str or path-like
         A model saved by ``lensclf train`` or :meth:`LensClassifier.save`.
     inputs : sequence of str or path-like
-        ``.npy`` files holding one cutout (bands, height, width), stacked
-        ``.npy`` arrays (n, bands, height, width) (memory-mapped and scored in
-        chunks of :data:`PREDICT_CHUNK_SIZE`), or folders of such files (not
-        recursive, natural name order).
-    out_csv : str or path-like
-        Output CSV, written atomically. ``index`` is the row in a stack and
-        empty for single files.
+        ``.npy`` or FITS files holding one cutout (bands, height, width),
+        stacked ``.npy`` arrays (n, bands, height, width) (memory-mapped),
+        zarr stores written by ``lensclf pack`` (read chunk by chunk), or
+        folders of cutout files (not recursive, natural name order).
+    out : str or path-like
+        Output file, written atomically: CSV, or Parquet for a ``.parquet``
+        name (needs pyarrow). ``index`` is the row in a stack or store (empty
+        for single files); ``id`` the row's ID in a store; ``source`` the file
+        (for a store row: the file it was packed from).
+    catalog : str or path-like, optional
+        A CSV catalogue naming one cutout per object instead of ``inputs`` (see
+        :func:`lensclf._catalog.read_catalog`); its other columns come first in
+        the output, copied.
     tta, prior : optional
         As :class:`LensClassifier`'s parameters (default: the model's).
     batch_size : int, optional
@@ -401,8 +489,12 @@ def run_predict(model_path, inputs, out_csv, *, tta=False, prior=None, batch_siz
         Bad files (or stack rows) stop the run, or are listed on stderr and left out.
     device : str, default="auto"
         Device to score on.
+    fit_size : {"error", "crop", "resize"}, default="error"
+        Cutouts of another size than the model's: refused, centre-cropped or
+        resampled; with ``crop``/``resize`` a ``fit_size`` column records what
+        was done to each row.
     overwrite : bool, default=False
-        Replace an existing ``out_csv``.
+        Replace an existing ``out``.
     quiet : bool, default=False
         No progress bar or summary line.
 
@@ -413,56 +505,108 @@ def run_predict(model_path, inputs, out_csv, *, tta=False, prior=None, batch_siz
     skipped : list of (str, str)
         ``(source, reason)`` of every file or stack row left out.
     """
-    out_csv = os.fspath(out_csv)
-    if os.path.isdir(out_csv):
-        raise FileExistsError(f"Output {out_csv!r} is a folder; give a .csv file name.")
-    if os.path.exists(out_csv) and not overwrite:
-        raise FileExistsError(f"Output {out_csv!r} exists; pass --overwrite to replace it.")
-    if not inputs:
-        raise ValueError("give at least one INPUT (.npy file or folder)")
-    files = expand_inputs(inputs)
+    out = os.fspath(out)
+    if os.path.isdir(out):
+        raise FileExistsError(f"Output {out!r} is a folder; give a .csv or .parquet file name.")
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"Output {out!r} exists; pass --overwrite to replace it.")
+    if catalog is not None and inputs:
+        raise ValueError("give INPUTs or --catalog, not both")
+    if catalog is None and not inputs:
+        raise ValueError("give at least one INPUT (.npy or FITS file, folder, or zarr store), or --catalog")
+    check_fit_size(fit_size)
+    extra_columns = []
+    if catalog is not None:
+        items, extra_columns = read_catalog(catalog)
+        taken = {"source", "index", "id", "score", "fit_size"}
+        extra_columns = [f"catalog_{name}" if name in taken else name for name in extra_columns]
+    else:
+        items = expand_inputs(inputs)
     clf = _load_model(model_path, device=device, tta=tta or None, prior=prior, batch_size=batch_size)
-    plan, skipped = plan_inputs(files, clf.input_shape_, errors)
-    total = sum(item[2] if item[0] == "stack" else len(item[1]) for item in plan)
-    n_scored = 0
-    with atomic_write(out_csv, "w", encoding="utf-8", newline="") as handle, tqdm(total=total, desc="scoring", unit="img", disable=quiet) as bar:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["source", "index", "score"])
+    plan, skipped = plan_inputs(items, clf.input_shape_, errors, fit_size)
+    columns = extra_columns + ["source", "index", "id", "score"] + (["fit_size"] if fit_size != "error" else [])
+    total = sum(len(item[1] if item[0] == "files" else item[2]) for item in plan)
+    with ScoreTable(out, columns) as table, tqdm(total=total, desc="scoring", unit="img", disable=quiet) as bar:
         for item in plan:
-            if item[0] == "stack":
-                _, path, n_rows = item
-                try:
-                    open_lens_stack(path)
-                except LensDataError as exc:  # e.g. truncated: the header alone looked fine
-                    if errors == "raise":
-                        raise
-                    skipped += exc.problems
-                    bar.update(n_rows)
+            for n_read, block, sources, indices, ids, extras in _predict_blocks(item, errors, skipped):
+                bar.update(n_read)
+                if block is None or len(block) == 0:
                     continue
-                for start in range(0, n_rows, PREDICT_CHUNK_SIZE):
-                    stop = min(start + PREDICT_CHUNK_SIZE, n_rows)
-                    # A fresh memory map per chunk: pages read earlier are unmapped with the old map, so the
-                    # resident memory stays at one chunk instead of growing with the stack.
-                    stack = open_lens_stack(path)
-                    rows, scores = _score_stack(clf, stack, path, start, stop, errors, skipped)
-                    del stack
-                    writer.writerows([path, int(i), repr(float(s))] for i, s in zip(rows, scores))
-                    n_scored += len(rows)
-                    bar.update(stop - start)
-            else:
-                paths = item[1]
-                for start in range(0, len(paths), PREDICT_CHUNK_SIZE):
-                    chunk = paths[start:start + PREDICT_CHUNK_SIZE]
-                    X, kept, bad = read_input_files(chunk, errors)
-                    skipped += bad
-                    if kept:
-                        scores = clf.predict_proba(X)[:, 1]
-                        writer.writerows([path, "", repr(float(s))] for path, s in zip(kept, scores))
-                        n_scored += len(kept)
-                    bar.update(len(chunk))
+                fitted = describe(block.shape[1:], clf.input_shape_, fit_size)
+                scores = clf.predict_proba(fit_to_size(block, clf.input_shape_, fit_size))[:, 1]
+                table.write(
+                    (extras[k] if extras is not None else []) + [str(sources[k]), indices[k], ids[k], float(score)]
+                    + ([fitted] if fit_size != "error" else [])
+                    for k, score in enumerate(scores)
+                )
     _report_skipped(skipped)
-    _say(f"scored {n_scored:,} cutout(s); skipped {len(skipped):,}; wrote {out_csv}", quiet)
-    return n_scored, skipped
+    _say(f"scored {table.n_rows:,} cutout(s); skipped {len(skipped):,}; wrote {out}", quiet)
+    return table.n_rows, skipped
+
+
+# --------------------------------------------------------------------------- pack
+
+
+def _pack_sources(inputs, split):
+    """``(sources, labels)`` of ``lensclf pack``'s inputs: labelled layouts give their labels, files -1."""
+    sources, labels = [], []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item) and is_class_layout(item):
+            found, found_labels, _, problems = find_class_folders(item)
+            if problems:
+                raise problems_error(problems, "also have problems")
+        elif os.path.isdir(item) and all(os.path.isdir(os.path.join(item, f.name)) for f in class_folders(split)):
+            found, found_labels = [], []
+            for folder in class_folders(split):
+                files = expand_inputs([os.path.join(item, folder.name)])
+                found += files
+                found_labels += [folder.label] * len(files)
+        else:
+            found = expand_inputs([item])
+            found_labels = [-1] * len(found)
+        sources += found
+        labels += list(found_labels)
+    return sources, labels
+
+
+def run_pack(inputs, out, *, split="train", chunk_rows=None, append=False, errors="raise", quiet=False):
+    """Pack cutouts into one chunked zarr store (what ``lensclf pack`` does).
+
+    Parameters
+    ----------
+    inputs : sequence of str or path-like
+        Cutout files (``.npy``, FITS), folders of them (label -1: unknown),
+        DeepLense-layout folders (the ``split``'s cutouts, with their labels) or
+        class folders (``lens/``, ``nolens/``, with or without band folders; with
+        their labels).
+    out : str or path-like
+        The store folder (``*.zarr``). An interrupted run is resumed by the same
+        command.
+    split : {"train", "test"}, default="train"
+        The split packed from DeepLense-layout inputs.
+    chunk_rows, append, errors
+        As :func:`lensclf.pack_cutouts`.
+    quiet : bool, default=False
+        No progress bar or summary.
+
+    Returns
+    -------
+    dict
+        :func:`lensclf.pack_cutouts`'s summary.
+    """
+    if not inputs:
+        raise ValueError("give at least one INPUT (cutout file, folder, DeepLense or class-folder layout)")
+    sources, labels = _pack_sources(inputs, split)
+    summary = pack_cutouts(sources, out, labels=labels, chunk_rows=chunk_rows, append=append, errors=errors,
+                           progress=not quiet)
+    _report_skipped(summary["skipped"])
+    if summary.get("up_to_date"):
+        _say(f"{out} already holds these {len(sources):,} inputs; nothing to do", quiet)
+    else:
+        _say(f"{'resumed: ' if summary['resumed'] else ''}packed {summary['rows_written']:,} cutout(s) into {out} "
+             f"({summary['rows_total']:,} rows in all); skipped {summary['rows_skipped']:,}", quiet)
+    return summary
 
 
 # --------------------------------------------------------------------------- simulate

@@ -258,7 +258,7 @@ def test_predict_skips_bad_files_with_errors_skip(model, reference, tmp_path):
     assert code == 0, err
     for name in ("5.npy", "6.npy", "7.npy"):
         assert f"skipped {folder / name}: " in err
-    assert "model expects (3, 64, 64)" in err and "NaN" in err
+    assert "the model takes 64 x 64" in err and "--fit-size" in err and "NaN" in err
     assert "skipped 3" in out
     rows = read_csv(out_csv)
     assert [row["source"] for row in rows] == [str(folder / f"{i}.npy") for i in range(1, 5)]
@@ -288,7 +288,7 @@ def test_predict_missing_input_and_empty_folder(model, tmp_path):
     assert code == 1 and "missing.npy" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(["predict", model, tmp_path / "empty", "--out", tmp_path / "s.csv"])
-    assert code == 1 and "no .npy files" in err
+    assert code == 1 and "no cutout files" in err
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -357,7 +357,7 @@ def test_usage_errors_exit_2_with_one_line(args):
 
 
 def test_help_of_every_command(capsys):
-    for command in ("demo", "train", "evaluate", "predict", "simulate"):
+    for command in ("demo", "train", "evaluate", "predict", "pack", "simulate"):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0

@@ -28,7 +28,7 @@ from lensclf import (
 from lensclf._checks import majority_shape
 from lensclf._inputs import expand_inputs, plan_inputs, read_input_files
 from lensclf._layout import CLASS_FOLDERS as LAYOUT_FOLDERS
-from lensclf._layout import class_folders, count_npy, natural_key
+from lensclf._layout import class_folders, count_cutouts, natural_key
 from lensclf._npy import npy_shape
 
 SAMPLE = Path(__file__).parent / "data" / "deeplense_test2_sample"
@@ -504,7 +504,7 @@ def test_majority_shape_wins_even_when_the_first_file_is_odd(tmp_path):
 def test_empty_class_folder_is_an_error(tmp_path):
     make_layout(tmp_path, folders=("train_lenses",))
     (tmp_path / "train_nonlenses").mkdir()
-    with pytest.raises(LensDataError, match=r"train_nonlenses: class folder holds no \.npy files \(it is empty\)"):
+    with pytest.raises(LensDataError, match=r"train_nonlenses: class folder holds no cutout files \(.*\) \(it is empty\)"):
         load_lens_dir(tmp_path)
     (tmp_path / "train_nonlenses" / "README.txt").write_text("hello")
     with pytest.raises(LensDataError, match=r"holds only: README\.txt"):
@@ -805,12 +805,12 @@ def test_natural_key_and_class_folders():
     assert [(folder.name, folder.label) for folder in class_folders("test")] == [("test_lenses", 1), ("test_nonlenses", 0)]
 
 
-def test_count_npy_and_npy_shape(tmp_path):
+def test_count_cutouts_and_npy_shape(tmp_path):
     make_layout(tmp_path, n_per_folder=3, shape=(2, 8, 8), folders=("test_lenses",))
     (tmp_path / "test_lenses" / ".hidden.npy").write_bytes(b"")
     (tmp_path / "test_lenses" / "notes.txt").write_text("x")
-    assert count_npy(tmp_path / "test_lenses") == 3
-    assert count_npy(tmp_path / "missing") is None
+    assert count_cutouts(tmp_path / "test_lenses") == 3
+    assert count_cutouts(tmp_path / "missing") is None
     assert npy_shape(tmp_path / "test_lenses" / "1.npy") == (2, 8, 8)
     np.save(tmp_path / "stack.npy", np.zeros((4, 2, 8, 8), np.complex64))
     assert npy_shape(tmp_path / "stack.npy") == (4, 2, 8, 8)  # the header only: any dtype
@@ -847,23 +847,24 @@ def test_expand_and_plan_inputs(tmp_path):
 
     plan, skipped = plan_inputs(files, (3, 8, 8), "skip")
     assert plan == [
-        ("files", [str(folder / "2.npy"), str(folder / "10.npy")]),
-        ("stack", str(tmp_path / "stack.npy"), 5),
-        ("files", [str(tmp_path / "junk.npy")]),  # unreadable header: reported when read
+        ("files", [str(folder / "2.npy"), str(folder / "10.npy")], (3, 8, 8), None),
+        ("stack", str(tmp_path / "stack.npy"), [0, 1, 2, 3, 4], (3, 8, 8), None),
+        ("files", [str(tmp_path / "junk.npy")], None, None),  # unreadable header: reported when read
     ]
     assert skipped == [
-        (str(folder / "odd.npy"), "has shape (4, 8, 8); the model expects (3, 8, 8)"),
+        (str(folder / "odd.npy"), "has 4 band(s); the model was trained on 3 (shape (3, 8, 8)); "
+                                  "the band count cannot be changed"),
         (str(tmp_path / "empty_stack.npy"), "is a stack that holds no cutouts"),
     ]
-    with pytest.raises(LensDataError, match=r"odd\.npy: has shape \(4, 8, 8\); the model expects \(3, 8, 8\)"):
+    with pytest.raises(LensDataError, match=r"odd\.npy: has 4 band\(s\); the model was trained on 3"):
         plan_inputs(files, [3, 8, 8], "raise")
-    with pytest.raises(LensDataError, match="stack of cutouts of shape"):
+    with pytest.raises(LensDataError, match="is a stack; each cutout is 8 x 8 pixels; the model takes 16 x 16"):
         plan_inputs([str(tmp_path / "stack.npy")], (3, 16, 16), "raise")
 
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         expand_inputs([tmp_path / "nope"])
     (tmp_path / "none").mkdir()
-    with pytest.raises(LensDataError, match="folder holds no .npy files"):
+    with pytest.raises(LensDataError, match="folder holds no cutout files"):
         expand_inputs([tmp_path / "none"])
 
 
@@ -883,7 +884,7 @@ def test_read_input_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: the problems are returned
         X, kept, skipped = read_input_files(paths, "skip")
-    assert kept == [str(p) for p in good]
+    assert kept == [0, 2, 4]
     np.testing.assert_array_equal(X, np.stack(written))
     assert [p for p, _ in skipped] == [str(empty), str(nan)]
     with pytest.raises(LensDataError, match="empty.npy: is empty"):
