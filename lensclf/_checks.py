@@ -103,7 +103,7 @@ def shape_problem(shape):
     if ndim == 4:
         return (
             f"is 4-D with shape {shown}: looks like a stack of cutouts; expected one cutout per "
-            "file with shape (bands, height, width). Open stacked files with lensclf.open_lens_stack"
+            "file with shape (bands, height, width). Open stacked .npy files with lensclf.open_lens_stack"
         )
     if ndim != 3:
         return f"is {ndim}-D with shape {shown}; expected 3-D (bands, height, width), such as (3, 64, 64)"

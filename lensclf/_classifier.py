@@ -20,6 +20,7 @@ from ._checkpoint import (
     training_params,
 )
 from ._cpu import retained_heap
+from ._dask import dask_scores, is_dask_array, worker_threads
 from ._dataset import LensDataset
 from ._device import resolve_device
 from ._modelfile import read_model, write_model
@@ -290,7 +291,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                 "params": params,
             })
         with torch.random.fork_rng(devices=[]), retained_heap(self.cpu_fast_paths == "retain_heap"), \
-                (FitLock(path) if path is not None else contextlib.nullcontext()):
+                (FitLock(path) if path is not None else contextlib.nullcontext()), worker_threads():
             torch.manual_seed(seed)
             net, train_set = build_training_net(self, X, y_encoded, train_idx, valid_idx, seed, checkpoint)
             with warnings.catch_warnings():
@@ -334,7 +335,13 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         return self.net_, LensDataset(X, check_finite=True)
 
     def decision_function(self, X):
-        """Lens logits (log-odds under the training prior, or ``prior`` if set)."""
+        """Lens logits (log-odds under the training prior, or ``prior`` if set).
+
+        For a ``dask.array`` ``X``: a lazy dask array of logits, block by block (also in
+        :meth:`predict_proba` and :meth:`predict`).
+        """
+        if is_dask_array(X):
+            return dask_scores(self, X, "decision")
         net, dataset = self._prepared_net(X)
         with torch.inference_mode():
             logits = torch.cat([out.float().cpu() for out in net.forward_iter(dataset, training=False)])
@@ -347,11 +354,15 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         to the prior the model was trained under (``train_prior_``, 0.5 with
         a balanced sampler or ``pos_weight``).
         """
+        if is_dask_array(X):
+            return dask_scores(self, X, "proba")
         p_lens = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1.0 - p_lens, p_lens])
 
     def predict(self, X):
         """Predicted class labels: lens where the lens probability is at least ``threshold``."""
+        if is_dask_array(X):
+            return dask_scores(self, X, "predict")
         p_lens = self.predict_proba(X)[:, 1]
         return self.classes_[(p_lens >= self.threshold).astype(int)]
 

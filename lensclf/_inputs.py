@@ -63,12 +63,13 @@ def _rows_of(path, row, extra, shape, n_rows, kind, plan):
     if row is not None and row >= n_rows:
         return f"has no row {row}: it holds {n_rows:,} cutouts"
     last = plan[-1] if plan else None
-    if row is not None and last is not None and last[0] == kind and last[1] == path and last[4] is not None:
+    if row is not None and last is not None and last[0] == kind and last[1] == path and last[4] is not None \
+            and len(last[4]) == len(last[2]):
         last[2].append(row)
         last[4].append(extra)
         return None
     rows = list(range(n_rows)) if row is None else [row]
-    plan.append((kind, path, rows, shape, None if row is None else [extra]))
+    plan.append((kind, path, rows, shape, None if extra is None else [extra] * len(rows)))
     return None
 
 

@@ -142,7 +142,7 @@ def _check_root(root, split):
     message = (
         f"'{root}' does not hold the DeepLense folder layout for split='{split}': missing "
         f"{', '.join(name + '/' for name in missing)} (expected {needed[0]}/ with lenses and "
-        f"{needed[1]}/ with non-lenses, one .npy file per cutout)"
+        f"{needed[1]}/ with non-lenses, one cutout file (.npy or FITS) per object)"
     )
     for name in missing:
         if os.path.exists(os.path.join(root, name)):

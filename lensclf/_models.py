@@ -45,11 +45,13 @@ def standardize_per_image(x):
 
     Invariant to any per-band affine rescaling of the pixels, so min-max scaled
     cutouts (like DeepLense Test II) and raw fluxes give the same network input.
-    A constant band becomes zeros.
+    A constant band becomes zeros. "Constant" is relative to the band's own
+    values (a spread below 1e-6 of its largest absolute value: float32
+    rounding), so raw fluxes of any unit, e.g. 1e-11 erg/s/cm^2/Hz, are scaled.
     """
     mean = x.mean(dim=(-2, -1), keepdim=True)
     std = x.std(dim=(-2, -1), keepdim=True)
-    tiny = 1e-6 * torch.clamp(mean.abs(), min=1.0)
+    tiny = 1e-6 * x.abs().amax(dim=(-2, -1), keepdim=True)
     return (x - mean) / torch.where(std > tiny, std, torch.ones_like(std))
 
 #: torchvision builders and their ImageNet weights, by architecture name.

@@ -261,6 +261,11 @@ def build_parser():
                          help="catalogue with a 'path' column (and optionally 'row'); other columns are copied")
     predict.add_argument("--out", required=True, metavar="TABLE",
                          help="output file: .csv, or .parquet (needs pyarrow)")
+    predict.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="score one zarr store on a dask cluster: a scheduler address, or local:N for N local "
+                              "worker processes; --out may be a .zarr scores store; a rerun resumes")
+    predict.add_argument("--block-rows", type=_positive_int, default=None, metavar="N",
+                         help="rows per cluster task (default about 4096, whole chunks)")
     predict.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                          help="inference batch size (default: the model's)")
     predict.add_argument("--errors", choices=["raise", "skip"], default="raise",
@@ -329,7 +334,7 @@ def _dispatch(args):
     elif args.command == "predict":
         run_predict(args.model, args.inputs, args.out, catalog=args.catalog, tta=args.tta, prior=args.prior,
                     batch_size=args.batch_size, errors=args.errors, device=args.device, fit_size=args.fit_size,
-                    overwrite=args.overwrite, quiet=args.quiet)
+                    scheduler=args.scheduler, block_rows=args.block_rows, overwrite=args.overwrite, quiet=args.quiet)
     elif args.command == "pack":
         run_pack(args.inputs, args.out, split=args.split, chunk_rows=args.chunk_rows, append=args.append,
                  errors=args.errors, quiet=args.quiet)
@@ -367,7 +372,7 @@ def main(argv=None):
     except KeyboardInterrupt as exc:
         # 128 + the signal number, as a shell reports a process ended by it
         return 128 + getattr(exc, "signum", signal.SIGINT)
-    except (LensDataError, ValueError, OSError) as exc:
+    except (LensDataError, ValueError, OSError, ImportError) as exc:
         if args.debug:
             raise
         print(f"lensclf: error: {_one_line(exc)}", file=sys.stderr)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ._classdirs import find_class_folders, is_class_layout, load_class_folders
 from ._classifier import LensClassifier, save_model
+from ._cluster import score_store
 from ._device import resolve_device
 from ._errors import LensDataError, LensDataWarning
 from ._files import atomic_save_json, atomic_write, check_output_folder, save_figure
@@ -137,6 +138,13 @@ def _score(clf, X, quiet=False, desc="scoring", fit_size="error"):
     return scores
 
 
+def _relative(source, data_dir):
+    """``source`` (a file, or band files joined with " + ") relative to ``data_dir`` when it lies inside it."""
+    inside = os.path.abspath(data_dir) + os.sep
+    return " + ".join(os.path.relpath(p, data_dir) if os.path.abspath(p).startswith(inside) else p
+                      for p in source.split(" + "))
+
+
 def _describe_data(data_dir, split):
     """What ``training_data`` records of ``data_dir``: its layout, and the band folders in the order used."""
     if is_zarr_store(data_dir):
@@ -160,7 +168,7 @@ def _load_split(data_dir, split, errors, cache=None):
             raise LensDataError(f"{data_dir}: the store's rows have no labels (it was packed from unlabelled "
                                 "files); pack a labelled layout to train or evaluate on it", [(data_dir, "no labels")])
         X = LensZarrArray(data_dir, rows=labelled)
-        return X, X.labels.astype(np.int64), [f"{data_dir}[{i}]" for i in labelled], []
+        return X, X.labels.astype(np.int64), [str(s) for s in X.sources], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LensDataWarning)
         if is_class_layout(data_dir):
@@ -389,7 +397,7 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
     X, y, paths, _ = _load_split(data_dir, split, errors)
     _check_size(clf, X.shape[1:], fit_size, data_dir)
     scores = _score(clf, X, quiet=quiet, fit_size=fit_size)
-    names = [" + ".join(os.path.relpath(p, data_dir) for p in path.split(" + ")) for path in paths]
+    names = [_relative(path, data_dir) for path in paths]
     fitted = describe(X.shape[1:], clf.input_shape_, fit_size)
     metrics = write_report(
         report_dir, y, scores, X=X, names=names, threshold=clf.threshold, prior=_prior_label(clf),
@@ -460,7 +468,7 @@ def _predict_blocks(item, errors, skipped):
 
 
 def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None, batch_size=None, errors="raise",
-                device="auto", fit_size="error", overwrite=False, quiet=False):
+                device="auto", fit_size="error", scheduler=None, block_rows=None, overwrite=False, quiet=False):
     """Score cutouts with a saved model and write ``source,index,id,score`` rows to a CSV or Parquet file.
 
     Parameters
@@ -493,6 +501,13 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
         Cutouts of another size than the model's: refused, centre-cropped or
         resampled; with ``crop``/``resize`` a ``fit_size`` column records what
         was done to each row.
+    scheduler : str, optional
+        Score one zarr store on a dask cluster: the address of a running
+        scheduler, or ``"local:N"`` for a LocalCluster of N worker processes
+        started and stopped here (see :mod:`lensclf._cluster`). ``out`` may then
+        also be a ``.zarr`` scores store; a rerun resumes an interrupted run.
+    block_rows : int, optional
+        Rows per task on the cluster (default about 4,096, whole chunks).
     overwrite : bool, default=False
         Replace an existing ``out``.
     quiet : bool, default=False
@@ -506,15 +521,25 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
         ``(source, reason)`` of every file or stack row left out.
     """
     out = os.fspath(out)
-    if os.path.isdir(out):
+    if os.path.isdir(out) and not out.lower().endswith(".zarr"):
         raise FileExistsError(f"Output {out!r} is a folder; give a .csv or .parquet file name.")
-    if os.path.exists(out) and not overwrite:
+    if os.path.exists(out) and not overwrite and not (scheduler is not None and out.lower().endswith(".zarr")):
         raise FileExistsError(f"Output {out!r} exists; pass --overwrite to replace it.")
     if catalog is not None and inputs:
         raise ValueError("give INPUTs or --catalog, not both")
     if catalog is None and not inputs:
         raise ValueError("give at least one INPUT (.npy or FITS file, folder, or zarr store), or --catalog")
     check_fit_size(fit_size)
+    if scheduler is not None:
+        if catalog is not None or len(inputs) != 1 or not is_zarr_store(inputs[0]) or fit_size != "error":
+            raise ValueError("--scheduler scores one zarr store (made by lensclf pack), without --catalog "
+                             "or --fit-size")
+        clf = _load_model(model_path, device="cpu", tta=tta or None, prior=prior, batch_size=batch_size)
+        n_rows, n_done = score_store(clf, inputs[0], out, scheduler, block_rows=block_rows, overwrite=overwrite,
+                                     quiet=quiet)
+        _say(f"scored {n_rows:,} cutout(s) on the cluster ({n_done:,} block(s) done by an earlier run); "
+             f"wrote {out}", quiet)
+        return n_rows, []
     extra_columns = []
     if catalog is not None:
         items, extra_columns = read_catalog(catalog)
@@ -547,15 +572,16 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
 # --------------------------------------------------------------------------- pack
 
 
-def _pack_sources(inputs, split):
-    """``(sources, labels)`` of ``lensclf pack``'s inputs: labelled layouts give their labels, files -1."""
-    sources, labels = [], []
+def _pack_sources(inputs, split, errors):
+    """``(sources, labels, skipped)`` of ``lensclf pack``'s inputs: labelled layouts give their labels, files -1."""
+    sources, labels, skipped = [], [], []
     for item in inputs:
         item = os.fspath(item)
         if os.path.isdir(item) and is_class_layout(item):
             found, found_labels, _, problems = find_class_folders(item)
-            if problems:
-                raise problems_error(problems, "also have problems")
+            if problems and errors == "raise":
+                raise problems_error(problems, "also have problems", hint=". Pass --errors skip to leave them out")
+            skipped += problems
         elif os.path.isdir(item) and all(os.path.isdir(os.path.join(item, f.name)) for f in class_folders(split)):
             found, found_labels = [], []
             for folder in class_folders(split):
@@ -567,7 +593,7 @@ def _pack_sources(inputs, split):
             found_labels = [-1] * len(found)
         sources += found
         labels += list(found_labels)
-    return sources, labels
+    return sources, labels, skipped
 
 
 def run_pack(inputs, out, *, split="train", chunk_rows=None, append=False, errors="raise", quiet=False):
@@ -597,10 +623,10 @@ def run_pack(inputs, out, *, split="train", chunk_rows=None, append=False, error
     """
     if not inputs:
         raise ValueError("give at least one INPUT (cutout file, folder, DeepLense or class-folder layout)")
-    sources, labels = _pack_sources(inputs, split)
+    sources, labels, skipped = _pack_sources(inputs, split, errors)
     summary = pack_cutouts(sources, out, labels=labels, chunk_rows=chunk_rows, append=append, errors=errors,
                            progress=not quiet)
-    _report_skipped(summary["skipped"])
+    _report_skipped(skipped + summary["skipped"])
     if summary.get("up_to_date"):
         _say(f"{out} already holds these {len(sources):,} inputs; nothing to do", quiet)
     else:

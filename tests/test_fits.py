@@ -105,6 +105,13 @@ def test_missing_band_file_and_mismatched_band_sizes(tmp_path):
     with pytest.warns(Warning, match="skipped 1 object"):
         X, y, skipped = load_class_folders(root, errors="skip", return_skipped=True)
     assert len(X) == 5 and object_id in skipped[0][0]
+    code, _, err = run_cli(["pack", root, "--out", tmp_path / "s.zarr", "--quiet"])
+    assert code == 1 and f"ID {object_id}" in err and "--errors skip" in err
+    code, _, err = run_cli(["pack", root, "--out", tmp_path / "s.zarr", "--quiet", "--errors", "skip"])
+    assert code == 0 and f"ID {object_id}" in err
+    from lensclf import LensZarrArray
+
+    np.testing.assert_array_equal(LensZarrArray(tmp_path / "s.zarr")[:], X)
 
     odd = sorted(os.listdir(root / "nolens" / "Band2"))[0]
     os.remove(root / "nolens" / "Band2" / odd)
@@ -234,18 +241,21 @@ def test_catalogue_columns_are_copied_and_parquet_equals_csv(tmp_path):
     with open(tmp_path / "cat.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["objid", "ra", "path", "row"])
-        writer.writerows([["a", "10.5", "stack.npy", 3], ["b", "11.0", "one.fits", ""], ["c", "12.0", "stack.npy", 0]])
+        writer.writerows([["a", "10.5", "stack.npy", 3], ["b", "11.0", "one.fits", ""], ["c", "12.0", "stack.npy", 0],
+                          ["d", "13.0", "stack.npy", ""]])  # no row: every row of the stack, each with d's columns
     code, _, err = run_cli(["predict", model, "--catalog", tmp_path / "cat.csv", "--out", tmp_path / "s.csv",
                             "--quiet"])
     assert code == 0, err
     rows = read_csv(tmp_path / "s.csv")
-    assert [(r["objid"], r["ra"], r["index"]) for r in rows] == [("a", "10.5", "3"), ("b", "11.0", ""), ("c", "12.0", "0")]
-    np.testing.assert_allclose([float(r["score"]) for r in rows], clf.predict_proba(X[[3, 5, 0]])[:, 1], rtol=1e-5)
+    assert [(r["objid"], r["ra"], r["index"]) for r in rows] == [
+        ("a", "10.5", "3"), ("b", "11.0", ""), ("c", "12.0", "0")] + [("d", "13.0", str(i)) for i in range(5)]
+    np.testing.assert_allclose([float(r["score"]) for r in rows],
+                               clf.predict_proba(X[[3, 5, 0, 0, 1, 2, 3, 4]])[:, 1], rtol=1e-5)
     code, _, err = run_cli(["predict", model, "--catalog", tmp_path / "cat.csv", "--out", tmp_path / "s.parquet",
                             "--quiet"])
     assert code == 0, err
     table = pyarrow_parquet.read_table(tmp_path / "s.parquet").to_pydict()
-    assert table["objid"] == ["a", "b", "c"] and table["index"] == [3, None, 0]
+    assert table["objid"] == ["a", "b", "c"] + ["d"] * 5 and table["index"] == [3, None, 0, 0, 1, 2, 3, 4]
     np.testing.assert_allclose(table["score"], [float(r["score"]) for r in rows], rtol=1e-12)
     with open(tmp_path / "bad.csv", "w") as handle:
         handle.write("objid,file,row\na,stack.npy,x\n")

@@ -152,3 +152,16 @@ def test_cuda_device_without_gpu_is_a_clear_error():
         LensClassifier(device="cuda", max_epochs=1, verbose=0).fit(X, y)
     with pytest.raises(ValueError, match="not a torch device"):
         LensClassifier(device="gpu0", max_epochs=1, verbose=0).fit(X, y)
+
+
+def test_per_image_scaling_is_invariant_to_the_flux_unit_and_zeroes_constant_bands():
+    from lensclf._models import standardize_per_image
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
+    x[1, 2] = 7.0  # a constant band
+    reference = standardize_per_image(x)
+    for unit in (1e-11, 1e-3, 1e6):  # raw fluxes in any unit (the Challenge-1 FITS files are ~1e-11)
+        torch.testing.assert_close(standardize_per_image(x * unit), reference, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(reference[1, 2]) == 0
+    torch.testing.assert_close(reference[0].std(dim=(-2, -1)), torch.ones(3), rtol=1e-3, atol=1e-3)

@@ -1,0 +1,115 @@
+"""Scoring a zarr store on a dask cluster against the single-process `lensclf predict`, on one node.
+
+Builds a store of N simulated 3x64x64 cutouts (``bench_predict_store.grow_store``: --k packed files
+repeated chunk-aligned), trains a model briefly (its weights do not change the cost), then times, each
+in a fresh process with its peak RSS:
+
+- ``lensclf predict MODEL store.zarr --out single.csv``              (single process, 2 torch threads)
+- ``lensclf predict ... --scheduler ADDRESS`` on LocalClusters of 1 worker x 2 threads and
+  2 workers x 1 thread (started here, outside the timed command, as a cluster would be);
+- the time to resume: the cluster run killed (SIGKILL of the command) once half the blocks are done,
+  then rerun; the rerun's wall time and the blocks it skipped.
+
+Peak memory per worker is read from the workers themselves (``resource.getrusage`` in each worker
+process after the run), for each N in ``--n``.
+
+    python benchmarks/bench_cluster.py --n 20000 200000 --out benchmarks/results/cluster.json
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import zarr
+from distributed import Client, LocalCluster
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _harness import emit_json  # noqa: E402
+from bench_predict_store import grow_store, measured  # noqa: E402
+
+from lensclf import LensClassifier, make_lenses  # noqa: E402
+
+
+def _worker_peak_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--k", type=int, default=2_000)
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="bench-cluster-", dir=args.dir)
+    lensclf = [sys.executable, "-m", "lensclf"]
+    try:
+        X, y = make_lenses(n_lenses=args.k // 2, n_nonlenses=args.k - args.k // 2, random_state=0)
+        model = os.path.join(work, "model.safetensors")
+        LensClassifier(max_epochs=1, weights=None, verbose=0, random_state=0).fit(X[:256], y[:256]).save(model)
+        files = os.path.join(work, "files")
+        os.makedirs(files)
+        for i, image in enumerate(X):
+            np.save(os.path.join(files, f"{i}.npy"), image)
+        result = {"k_files": args.k, "cpus": len(os.sched_getaffinity(0)), "runs": []}
+        for n in args.n:
+            store = os.path.join(work, f"s{n}.zarr")
+            subprocess.run([*lensclf, "pack", files, "--out", store, "--quiet"], check=True)
+            grow_store(store, n)
+            single, _ = measured([*lensclf, "predict", model, store, "--out", os.path.join(work, "single.csv"),
+                                  "--quiet", "--overwrite"])
+            row = {"n": n, "single_process": {"wall_s": round(single["wall_s"], 1),
+                                              "images_per_s": round(n / single["wall_s"], 1),
+                                              "peak_rss_mib": round(single["peak_rss_mib"], 1)}}
+            for workers, threads in ((1, 2), (2, 1)):
+                with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, Client(cluster) as client:
+                    out = os.path.join(work, f"cluster{workers}x{threads}.csv")
+                    stats, _ = measured([*lensclf, "predict", model, store, "--out", out, "--quiet", "--overwrite",
+                                         "--scheduler", cluster.scheduler_address])
+                    assert stats["rc"] == 0, stats
+                    peaks = client.run(_worker_peak_mib)
+                key = f"cluster_{workers}x{threads}"
+                row[key] = {"wall_s": round(stats["wall_s"], 1), "images_per_s": round(n / stats["wall_s"], 1),
+                            "vs_single": round(single["wall_s"] / stats["wall_s"], 3),
+                            "client_peak_rss_mib": round(stats["peak_rss_mib"], 1),
+                            "worker_peak_rss_mib": sorted(round(v, 1) for v in peaks.values())}
+            # resume: kill the command half-way, then rerun it
+            out = os.path.join(work, "resume.zarr")
+            command = [*lensclf, "predict", model, store, "--out", out, "--quiet", "--scheduler", "local:2"]
+            run = subprocess.Popen(command, start_new_session=True)
+            while run.poll() is None:
+                try:
+                    done = zarr.open_group(out, mode="r")["done"][:]
+                    if done.sum() >= len(done) // 2:
+                        break
+                except Exception:  # noqa: BLE001 - not created yet
+                    pass
+                time.sleep(0.1)
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+            done_before = int(zarr.open_group(out, mode="r")["done"][:].sum())
+            stats, _ = measured(command)
+            total = len(zarr.open_group(out, mode="r")["done"])
+            row["resume"] = {"blocks": total, "done_before_kill": done_before,
+                             "rerun_wall_s": round(stats["wall_s"], 1)}
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(store, ignore_errors=True)
+            result["runs"].append(row)
+            print(row, flush=True)
+        emit_json(result, args.out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
