@@ -22,6 +22,7 @@ from it, atomically, once every block is done; the partial store is then removed
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -32,9 +33,9 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._dask import _require, cached_model, model_blob, worker_threads
+from ._dask import _require, cached_model, host_threads, model_blob, worker_threads
 from ._tables import ScoreTable
-from ._zarr import LensZarrArray
+from ._zarr import LensZarrArray, _zarr
 
 __all__ = ["BLOCK_ROWS", "SCORES_VERSION", "model_identity", "open_client", "score_store"]
 
@@ -86,30 +87,22 @@ def model_identity(clf):
     return digest.hexdigest()
 
 
-def _threads_by_host(client):
-    table = {}
-    for address, info in client.scheduler_info()["workers"].items():
-        host = urlparse(address).hostname
-        table[host] = table.get(host, 0) + int(info.get("nthreads", 1))
-    return table
-
-
 def _progress_store(path, attrs, store, block_rows, overwrite):
     """Open the scores store at ``path`` for ``attrs``, creating it (with ids and sources) when needed."""
-    zarr = _require("zarr")
+    zarr = _zarr()
     if os.path.exists(path):
-        if overwrite:
-            shutil.rmtree(path)
-        else:
-            try:
-                group = zarr.open_group(path, mode="r+")
-                found = {key: group.attrs.get(key) for key in attrs}
-            except (OSError, ValueError, KeyError, TypeError):
-                found = None
-            if found != attrs:
-                raise FileExistsError(f"{path} exists and was not made by this model and input store "
-                                      "(or is not a scores store); pass --overwrite or another --out")
-            return group
+        try:
+            group = zarr.open_group(path, mode="r+")
+            found = {key: group.attrs.get(key) for key in attrs}
+        except (OSError, ValueError, KeyError, TypeError):
+            found = None
+        if found == attrs:
+            return group  # the same model, input store and blocks: resume it (also with --overwrite)
+        if not overwrite:
+            differs = "it is not a scores store" if found is None else "its " + ", ".join(
+                key for key in attrs if found.get(key) != attrs[key]) + " differ(s) from this run's"
+            raise FileExistsError(f"{path} exists and {differs}; pass --overwrite to replace it, or another --out")
+        shutil.rmtree(path)
     n, n_blocks = attrs["n_rows"], math.ceil(attrs["n_rows"] / block_rows)
     group = zarr.open_group(path, mode="w")
     group.create_array("score", shape=(n,), chunks=(block_rows,), dtype="float64", fill_value=np.nan)
@@ -133,11 +126,11 @@ def score_store(clf, store_path, out, scheduler, *, block_rows=None, overwrite=F
     if tuple(store.shape[1:]) != tuple(clf.input_shape_):
         raise ValueError(f"{store_path}: its cutouts have shape {tuple(store.shape[1:])}; the model takes "
                          f"{tuple(clf.input_shape_)}")
-    chunk = store._images.chunks[0]
+    chunk = store.chunk_rows
     block_rows = chunk * max(1, math.ceil((block_rows or BLOCK_ROWS) / chunk))
     blob, digest = model_blob(clf)
     attrs = {"lensclf_scores": SCORES_VERSION, "model_sha256": model_identity(clf), "input": os.path.abspath(store_path),
-             "n_rows": len(store), "block_rows": block_rows}
+             "input_batches": store.input_batches, "n_rows": len(store), "block_rows": block_rows}
     progress_path = out if out.lower().endswith(".zarr") else out + ".partial.zarr"
     group = _progress_store(progress_path, attrs, store, block_rows, overwrite)
     done = group["done"][:]
@@ -146,12 +139,13 @@ def score_store(clf, store_path, out, scheduler, *, block_rows=None, overwrite=F
         with open_client(scheduler) as client:
             distributed = _require("distributed")
             model = client.scatter(blob, broadcast=True, hash=False)  # to each worker once
-            table = _threads_by_host(client)
+            table = host_threads(client)
+            run = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()[:16]  # this model and store
             futures, blocks = [], {}
             for b in pending:
                 start, stop = int(b) * block_rows, min((int(b) + 1) * block_rows, len(store))
                 future = client.submit(_score_rows, model, digest, attrs["input"], start, stop, table,
-                                       key=f"lensclf-block-{digest[:12]}-{b}", retries=2)
+                                       key=f"lensclf-block-{run}-{b}", retries=2)
                 futures.append(future)
                 blocks[future.key] = (int(b), start, stop)
             with tqdm(total=len(done), initial=int(done.sum()), desc="blocks", unit="block", disable=quiet,

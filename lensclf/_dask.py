@@ -70,14 +70,16 @@ def _cpu_count():
         return os.cpu_count() or 1
 
 
-def host_threads():
-    """``{host: dask threads of all its workers}`` of the current distributed client; ``{}`` without one."""
+def host_threads(client=None):
+    """``{host: dask threads of all its workers}`` of ``client`` (default: the current one); ``{}`` without one."""
+    if client is None:
+        try:
+            from distributed import get_client
+            client = get_client()
+        except (ImportError, ValueError, RuntimeError, OSError):
+            return {}
     try:
-        from distributed import get_client
-    except ImportError:
-        return {}
-    try:
-        workers = get_client().scheduler_info()["workers"]
+        workers = client.scheduler_info()["workers"]
     except (ValueError, RuntimeError, OSError):
         return {}
     threads = {}
@@ -110,19 +112,21 @@ def _worker_host_threads():
     return _HOST_THREADS["table"]
 
 
+_SET_THREADS = threading.Lock()
+
+
 @contextlib.contextmanager
 def worker_threads(threads_by_host=None):
-    """Inside a dask worker: torch uses the worker's share of the host's cores (see the module notes)."""
+    """Inside a dask worker: torch uses the worker's share of the host's cores (see the module notes).
+
+    The setting is per process and left in place (every task of the worker wants the same), so tasks
+    running at once in one worker never undo each other's setting. Outside a worker: nothing changes.
+    """
     budget = _budget(threads_by_host)
-    if budget is None or budget == torch.get_num_threads():
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(budget)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    if budget is not None and budget != torch.get_num_threads():
+        with _SET_THREADS:
+            torch.set_num_threads(budget)
+    yield
 
 
 def _score_block(block, blob, digest, kind, threads_by_host):

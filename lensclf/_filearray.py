@@ -25,7 +25,7 @@ from ._checks import (
 from ._errors import LensDataWarning
 from ._cutout import as_source, cutout_shape, read_cutout_into
 
-__all__ = ["FILES_PER_TASK", "LensFileArray", "first_cutout_shape", "read_cutouts", "run_tasks"]
+__all__ = ["FILES_PER_TASK", "LensFileArray", "first_cutout_shape", "read_cutouts", "row_indices", "run_tasks"]
 
 #: Files read by one thread task.
 FILES_PER_TASK = 128
@@ -123,6 +123,29 @@ def read_cutouts(paths, n_threads=None, shape=None):
     for i, other in other_shapes.items():
         problems[i] = odd_shape_reason(other, majority, majority_count, n)
     return X, problems
+
+
+def row_indices(key, n):
+    """``(row indices, whether key was one int)`` of ``key`` (int, slice, 1-D int array, bool mask) on ``n`` rows."""
+    if isinstance(key, slice):
+        return np.arange(*key.indices(n)), False
+    if isinstance(key, (int, np.integer)):
+        i = int(key)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for {n:,} rows")
+        return np.array([i % n]), True
+    index = np.asarray(key)
+    if index.dtype == bool:
+        if index.shape != (n,):
+            raise IndexError(f"boolean index has shape {index.shape}; expected ({n},)")
+        return np.flatnonzero(index), False
+    if index.size == 0:
+        return np.zeros(0, dtype=np.intp), False
+    if index.dtype.kind not in "iu" or index.ndim != 1:
+        raise IndexError(f"rows are taken by an int, a slice, a 1-D integer array or a boolean mask, got {key!r}")
+    if index.max() >= n or index.min() < -n:
+        raise IndexError(f"index out of range for {n:,} rows")
+    return index.astype(np.intp) % n, False
 
 
 class LensFileArray:
@@ -225,35 +248,11 @@ class LensFileArray:
     def __repr__(self):
         return f"LensFileArray(<{len(self):,} files>, shape={self.shape})"
 
-    def _indices(self, key):
-        n = len(self)
-        if isinstance(key, slice):
-            return np.arange(*key.indices(n)), False
-        if isinstance(key, (int, np.integer)):
-            i = int(key)
-            if not -n <= i < n:
-                raise IndexError(f"index {i} is out of range for {n:,} files")
-            return np.array([i % n]), True
-        index = np.asarray(key)
-        if index.dtype == bool:
-            if index.shape != (n,):
-                raise IndexError(f"boolean index has shape {index.shape}; expected ({n},)")
-            return np.flatnonzero(index), False
-        if index.size == 0:
-            return np.zeros(0, dtype=np.intp), False
-        if index.dtype.kind not in "iu" or index.ndim != 1:
-            raise IndexError(
-                f"LensFileArray accepts an int, a slice, a 1-D integer array or a boolean mask, got {key!r}"
-            )
-        if index.max() >= n or index.min() < -n:
-            raise IndexError(f"index out of range for {n:,} files")
-        return index % n, False
-
     def __getitem__(self, key):
         rest = ()
         if isinstance(key, tuple):
             key, rest = (key[0], key[1:]) if key else (slice(None), ())
-        indices, single = self._indices(key)
+        indices, single = row_indices(key, len(self))
         out = self._read(indices)
         if single:
             return out[0][rest] if rest else out[0]

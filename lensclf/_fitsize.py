@@ -50,7 +50,7 @@ def describe(shape, model_shape, fit_size):
 
 
 def fit_to_size(X, model_shape, fit_size):
-    """``X`` (N, bands, H, W) brought to the model's size (a new array; ``X`` is not changed).
+    """``X`` (N, bands, H, W) brought to the model's size (``X`` itself when it has it; ``X`` is never changed).
 
     Raises ValueError with :func:`size_problem`'s message when the size cannot be matched.
     """

@@ -48,6 +48,15 @@ def expand_inputs(inputs):
     return files
 
 
+def read_problem(path):
+    """Why the header of ``path`` cannot be read (for messages)."""
+    try:
+        cutout_shape(path)
+    except FileProblem as exc:
+        return exc.reason
+    return "unreadable header"
+
+
 def _file_shape(path):
     """The shape in a file's header (any number of dimensions), or None when it cannot be read."""
     if not is_fits_name(path):
@@ -63,8 +72,7 @@ def _rows_of(path, row, extra, shape, n_rows, kind, plan):
     if row is not None and row >= n_rows:
         return f"has no row {row}: it holds {n_rows:,} cutouts"
     last = plan[-1] if plan else None
-    if row is not None and last is not None and last[0] == kind and last[1] == path and last[4] is not None \
-            and len(last[4]) == len(last[2]):
+    if row is not None and last is not None and last[0] == kind and last[1] == path and last[4] is not None:
         last[2].append(row)
         last[4].append(extra)
         return None
@@ -89,15 +97,17 @@ def plan_inputs(items, input_shape, errors, fit_size="error"):
     ``errors="skip"`` they are returned in ``skipped`` as (path, reason).
     """
     input_shape = tuple(input_shape)
-    plan, skipped = [], []
+    plan, skipped, stores = [], [], {}
     for item in items:
         path, row, extra = (os.fspath(item), None, None) if isinstance(item, (str, os.PathLike)) else item
         problem = None
         if is_zarr_store(path):
             try:
-                store = LensZarrArray(path)
+                store = stores.get(path) or stores.setdefault(path, LensZarrArray(path))
             except LensDataError as exc:
-                problem, shape = exc.problems[0][1] if exc.problems else str(exc), None
+                problem = exc.problems[0][1] if exc.problems else str(exc)
+            except (OSError, ValueError) as exc:  # missing, or not a store
+                problem = str(exc).removeprefix(f"{path}: ")
             else:
                 shape = tuple(store.shape[1:])
                 problem = size_problem(shape, input_shape, fit_size)
@@ -114,7 +124,8 @@ def plan_inputs(items, input_shape, errors, fit_size="error"):
                 else:
                     problem = _rows_of(path, row, extra, tuple(shape[1:]), shape[0], "stack", plan)
             elif row is not None:
-                problem = f"is not a stack or a zarr store, but the catalogue gives row {row}"
+                problem = (f"cannot be read as a stack ({read_problem(path)})" if shape is None else
+                           f"is not a stack or a zarr store, but the catalogue gives row {row}")
             else:
                 shape = tuple(shape) if shape is not None and len(shape) == 3 else None
                 problem = size_problem(shape, input_shape, fit_size) if shape else None

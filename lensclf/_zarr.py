@@ -29,7 +29,7 @@ import numpy as np
 from ._checks import FileProblem, majority_shape, problems_error, value_problems
 from ._cutout import as_source, cutout_shape
 from ._errors import LensDataError
-from ._filearray import LensFileArray, run_tasks
+from ._filearray import LensFileArray, row_indices, run_tasks
 from ._fits import FITS_SUFFIXES, BandFiles
 
 __all__ = ["STORE_VERSION", "LensZarrArray", "default_chunk_rows", "is_zarr_store", "pack_cutouts"]
@@ -95,6 +95,9 @@ def _open_store(path, mode="r"):
     if attrs["lensclf_store"] > STORE_VERSION:
         raise _store_error(path, f"was written in store format {attrs['lensclf_store']} by a newer lensclf; "
                                  f"this one reads format {STORE_VERSION}: upgrade lensclf")
+    missing = [key for key in ("complete", "rows_done", "inputs_done", "input_batches", "shape") if key not in attrs]
+    if missing:
+        raise _store_error(path, f"is damaged: its attributes lack {', '.join(missing)}; pack it again")
     return _zarr().open_group(path, mode=mode), attrs
 
 
@@ -356,7 +359,7 @@ class LensZarrArray:
         if n != attrs["rows_done"] or any(group[name].shape != (n,) for name in ("source", "id", "label")):
             raise _store_error(self.path, f"is damaged: its arrays do not all hold the {attrs['rows_done']:,} rows "
                                           "it says it holds; pack it again")
-        self.rows = None if rows is None else _indices(rows, n, "rows")[0]
+        self.rows = None if rows is None else row_indices(rows, n)[0]
         self.shape = (n if self.rows is None else len(self.rows), *self._images.shape[1:])
 
     def __getstate__(self):
@@ -371,30 +374,52 @@ class LensZarrArray:
     def __repr__(self):
         return f"LensZarrArray({self.path!r}, shape={self.shape})"
 
-    def _meta(self, name):
-        values = self._group[name][:]
-        return values if self.rows is None else values[self.rows]
+    def meta(self, name, rows=None):
+        """The ``"source"``, ``"id"`` or ``"label"`` values of ``rows`` (positions in this array; default all).
+
+        Only the chunks holding those rows are read.
+        """
+        if name not in ("source", "id", "label"):
+            raise ValueError(f"name must be 'source', 'id' or 'label', got {name!r}")
+        array = self._group[name]
+        if rows is None and self.rows is None:
+            values = array[:]
+        else:
+            rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.intp)
+            rows = rows if self.rows is None else self.rows[rows]
+            values = array.get_orthogonal_selection((rows,)) if len(rows) else array[:0]
+        return np.asarray(values).astype(object) if name != "label" else np.asarray(values)
 
     @property
     def ids(self):
         """Object ids of the rows (object array of str)."""
-        return self._meta("id").astype(object)
+        return self.meta("id")
 
     @property
     def sources(self):
         """Source files of the rows (object array of str)."""
-        return self._meta("source").astype(object)
+        return self.meta("source")
 
     @property
     def labels(self):
         """Labels of the rows (int8: 1 lens, 0 non-lens, -1 unknown)."""
-        return self._meta("label")
+        return self.meta("label")
+
+    @property
+    def chunk_rows(self):
+        """Rows per chunk of the store's ``images``."""
+        return int(self._images.chunks[0])
+
+    @property
+    def input_batches(self):
+        """The store's ``input_batches`` attribute: ``{"n_inputs", "sha256"}`` per packing run."""
+        return list(self._group.attrs["input_batches"])
 
     def __getitem__(self, key):
         rest = ()
         if isinstance(key, tuple):
             key, rest = (key[0], key[1:]) if key else (slice(None), ())
-        indices, single = _indices(key, len(self), "index")
+        indices, single = row_indices(key, len(self))
         out = self.read(indices)
         if single:
             return out[0][rest]
@@ -432,25 +457,3 @@ class LensZarrArray:
             raise ValueError("LensZarrArray reads a store: an array cannot be made without a copy")
         out = self.read(np.arange(len(self)))
         return out if dtype is None else out.astype(dtype, copy=False)
-
-
-def _indices(key, n, what):
-    """``(row indices, whether key was a single int)`` of ``key`` on ``n`` rows."""
-    if isinstance(key, slice):
-        return np.arange(*key.indices(n)), False
-    if isinstance(key, (int, np.integer)):
-        if not -n <= int(key) < n:
-            raise IndexError(f"{what} {int(key)} is out of range for {n:,} rows")
-        return np.array([int(key) % n]), True
-    index = np.asarray(key)
-    if index.dtype == bool:
-        if index.shape != (n,):
-            raise IndexError(f"boolean {what} has shape {index.shape}; expected ({n},)")
-        return np.flatnonzero(index), False
-    if index.size == 0:
-        return np.zeros(0, dtype=np.intp), False
-    if index.dtype.kind not in "iu" or index.ndim != 1:
-        raise IndexError(f"{what} must be an int, a slice, a 1-D integer array or a boolean mask, got {key!r}")
-    if index.max() >= n or index.min() < -n:
-        raise IndexError(f"{what} out of range for {n:,} rows")
-    return index.astype(np.intp) % n, False

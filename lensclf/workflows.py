@@ -413,10 +413,11 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
 
 
 def _finite_rows(block, rows, where, errors, skipped):
-    """Drop (``errors="skip"``) or refuse the rows of ``block`` with NaN or infinite pixels."""
+    """Which rows of ``block`` (row numbers ``rows`` of ``where``) to keep: positions, after dropping
+    (``errors="skip"``) or refusing the rows with NaN or infinite pixels."""
     finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
     if finite.all():
-        return block, rows
+        return np.arange(len(block))
     bad = [rows[i] for i in np.flatnonzero(~finite)]
     reason = "has NaN or infinite pixel values"
     if errors == "raise":
@@ -424,7 +425,7 @@ def _finite_rows(block, rows, where, errors, skipped):
         raise LensDataError(f"{where}: row(s) {shown}{' ...' if len(bad) > 5 else ''} {reason}. "
                             "Pass --errors skip to leave such rows out", [(f"{where}[{i}]", reason) for i in bad])
     skipped += [(f"{where}[{i}]", reason) for i in bad]
-    return block[finite], [r for r, ok in zip(rows, finite) if ok]
+    return np.flatnonzero(finite)
 
 
 def _predict_blocks(item, errors, skipped):
@@ -439,6 +440,15 @@ def _predict_blocks(item, errors, skipped):
         kind, where, rows_or_paths, _, extras = item
     n = len(rows_or_paths)
     store = LensZarrArray(where) if kind == "zarr" else None
+    if kind == "stack":
+        try:
+            open_lens_stack(where)
+        except LensDataError as exc:  # e.g. truncated: the header alone looked fine
+            if errors == "raise":
+                raise
+            skipped += exc.problems
+            yield n, None, None, None, None, None
+            return
     for start in range(0, n, PREDICT_CHUNK_SIZE):
         chunk = rows_or_paths[start:start + PREDICT_CHUNK_SIZE]
         extra = extras[start:start + PREDICT_CHUNK_SIZE] if extras is not None else None
@@ -457,11 +467,10 @@ def _predict_blocks(item, errors, skipped):
             block = np.asarray(open_lens_stack(where)[np.asarray(chunk)], dtype=np.float32)
         else:
             block = store.read(chunk, check=False)  # checked by _finite_rows, which can skip rows
-        positions = list(range(len(chunk)))
-        block, positions = _finite_rows(block, positions, where, errors, skipped)
-        rows = [chunk[i] for i in positions]
+        positions = _finite_rows(block, chunk, where, errors, skipped)
+        block, rows = block[positions], [chunk[i] for i in positions]
         if kind == "zarr":
-            sources, ids = list(store.sources[rows]), list(store.ids[rows])
+            sources, ids = list(store.meta("source", rows)), list(store.meta("id", rows))
         else:
             sources, ids = [where] * len(rows), [None] * len(rows)
         yield len(chunk), block, sources, rows, ids, None if extra is None else [extra[i] for i in positions]
@@ -531,9 +540,10 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
         raise ValueError("give at least one INPUT (.npy or FITS file, folder, or zarr store), or --catalog")
     check_fit_size(fit_size)
     if scheduler is not None:
-        if catalog is not None or len(inputs) != 1 or not is_zarr_store(inputs[0]) or fit_size != "error":
-            raise ValueError("--scheduler scores one zarr store (made by lensclf pack), without --catalog "
-                             "or --fit-size")
+        if catalog is not None or len(inputs) != 1 or not is_zarr_store(inputs[0]) or fit_size != "error" \
+                or errors != "raise":
+            raise ValueError("--scheduler scores one zarr store (made by lensclf pack), without --catalog, "
+                             "--fit-size or --errors skip (a store's rows were checked when it was packed)")
         clf = _load_model(model_path, device="cpu", tta=tta or None, prior=prior, batch_size=batch_size)
         n_rows, n_done = score_store(clf, inputs[0], out, scheduler, block_rows=block_rows, overwrite=overwrite,
                                      quiet=quiet)

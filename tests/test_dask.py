@@ -78,6 +78,21 @@ def test_scores_on_a_local_cluster_with_one_torch_thread_per_dask_thread(fitted,
     assert budgets == [max(1, len(os.sched_getaffinity(0)) // 2)] * 2  # 2 workers x 1 thread share the cores
 
 
+def _threads_used_by_scoring(clf, X):
+    clf.predict_proba(X)
+    return torch.get_num_threads()
+
+
+def test_a_lone_single_threaded_worker_scores_with_every_core(fitted):
+    clf, X, _ = fitted
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as local, distributed.Client(local) as client:
+        before = client.run(torch.get_num_threads)  # the nanny starts workers with OMP_NUM_THREADS=1
+        used = client.submit(_threads_used_by_scoring, clf, X[:8], pure=False).result(timeout=120)
+    assert list(before.values()) == [1]
+    assert used == len(os.sched_getaffinity(0))  # the worker's share: all the cores of its host
+
+
 def test_grid_search_on_the_cluster_matches_the_sequential_search(cluster):
     X, y = make_ring_images(64, size=16, seed=5)
     params = dict(max_epochs=1, batch_size=16, weights=None, verbose=0, random_state=0, device="cpu")

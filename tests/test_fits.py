@@ -261,3 +261,27 @@ def test_catalogue_columns_are_copied_and_parquet_equals_csv(tmp_path):
         handle.write("objid,file,row\na,stack.npy,x\n")
     code, _, err = run_cli(["predict", model, "--catalog", tmp_path / "bad.csv", "--out", tmp_path / "x.csv"])
     assert code == 1 and "line 2" in err and "'x'" in err
+
+
+def test_skipped_stack_rows_are_named_by_their_row_past_the_first_chunk_and_a_truncated_stack_is_skipped(tmp_path):
+    from lensclf.workflows import PREDICT_CHUNK_SIZE
+
+    rng = np.random.default_rng(4)
+    X = rng.random((PREDICT_CHUNK_SIZE + 8, 1, 8, 8)).astype(np.float32)
+    clf = LensClassifier(max_epochs=1, weights=None, batch_size=4, valid_size=None, verbose=0,
+                         random_state=0).fit(X[:8], np.array([0, 1] * 4))
+    model = tmp_path / "m.safetensors"
+    clf.save(model)
+    bad_row = PREDICT_CHUNK_SIZE + 3
+    X[bad_row, 0, 2, 2] = np.nan
+    np.save(tmp_path / "big.npy", X)
+    np.save(tmp_path / "cut.npy", X[:10])
+    with open(tmp_path / "cut.npy", "r+b") as handle:
+        handle.truncate(400)
+    code, _, err = run_cli(["predict", model, tmp_path / "big.npy", tmp_path / "cut.npy", "--out",
+                            tmp_path / "s.csv", "--errors", "skip", "--quiet"])
+    assert code == 0, err
+    assert f"big.npy[{bad_row}]" in err and "cut.npy" in err and "truncated" in err
+    rows = read_csv(tmp_path / "s.csv")
+    kept = [i for i in range(len(X)) if i != bad_row]
+    assert [int(r["index"]) for r in rows] == kept
