@@ -25,16 +25,13 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import zarr
 from distributed import Client, LocalCluster
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _harness import emit_json  # noqa: E402
-from bench_predict_store import grow_store, measured  # noqa: E402
-
-from lensclf import LensClassifier, make_lenses  # noqa: E402
+from bench_predict_store import grow_store, measured, model_and_files  # noqa: E402
 
 
 def _worker_peak_mib():
@@ -53,13 +50,7 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="bench-cluster-", dir=args.dir)
     lensclf = [sys.executable, "-m", "lensclf"]
     try:
-        X, y = make_lenses(n_lenses=args.k // 2, n_nonlenses=args.k - args.k // 2, random_state=0)
-        model = os.path.join(work, "model.safetensors")
-        LensClassifier(max_epochs=1, weights=None, verbose=0, random_state=0).fit(X[:256], y[:256]).save(model)
-        files = os.path.join(work, "files")
-        os.makedirs(files)
-        for i, image in enumerate(X):
-            np.save(os.path.join(files, f"{i}.npy"), image)
+        model, files, _ = model_and_files(work, args.k)
         result = {"k_files": args.k, "cpus": len(os.sched_getaffinity(0)), "runs": []}
         for n in args.n:
             store = os.path.join(work, f"s{n}.zarr")

@@ -57,6 +57,18 @@ def measured(command):
     return eval(out.stdout.strip().splitlines()[-1]), out.stdout  # noqa: S307 - our own dict literal
 
 
+def model_and_files(work, k):
+    """A briefly trained model and ``k`` simulated cutout files in ``work``: ``(model path, folder, images)``."""
+    X, y = make_lenses(n_lenses=k // 2, n_nonlenses=k - k // 2, random_state=0)
+    model = os.path.join(work, "model.safetensors")
+    LensClassifier(max_epochs=1, weights=None, verbose=0, random_state=0).fit(X[:256], y[:256]).save(model)
+    files = os.path.join(work, "files")
+    os.makedirs(files)
+    for i, image in enumerate(X):
+        np.save(os.path.join(files, f"{i}.npy"), image)
+    return model, files, X
+
+
 def grow_store(path, n):
     """Repeat the packed rows of the store ``path`` until it holds ``n`` rows (chunk-aligned copies)."""
     group = zarr.open_group(path, mode="r+")
@@ -84,13 +96,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench-predict-store-", dir=args.dir)
     try:
-        X, y = make_lenses(n_lenses=args.k // 2, n_nonlenses=args.k - args.k // 2, random_state=0)
-        model = os.path.join(work, "model.safetensors")
-        LensClassifier(max_epochs=1, weights=None, verbose=0, random_state=0).fit(X[:256], y[:256]).save(model)
-        files = os.path.join(work, "files")
-        os.makedirs(files)
-        for i, image in enumerate(X):
-            np.save(os.path.join(files, f"{i}.npy"), image)
+        model, files, X = model_and_files(work, args.k)
         memory = os.path.join(work, "memory.npy")
         np.save(memory, np.concatenate([X] * (args.n_memory // len(X) + 1))[: args.n_memory])
         rate = None
