@@ -90,7 +90,7 @@ def main(argv=None):
             run.wait()
             done_before = int(zarr.open_group(out, mode="r")["done"][:].sum())
             stats, _ = measured(command)
-            total = len(zarr.open_group(out, mode="r")["done"])
+            total = zarr.open_group(out, mode="r")["done"].shape[0]
             row["resume"] = {"blocks": total, "done_before_kill": done_before,
                              "rerun_wall_s": round(stats["wall_s"], 1)}
             shutil.rmtree(out, ignore_errors=True)

@@ -76,14 +76,17 @@ def grow_store(path, n):
     chunk = images.chunks[0]
     block = images[: (k // chunk) * chunk]
     meta = {name: group[name][: len(block)] for name in ("source", "id", "label")}
-    for name in ("images", "source", "id", "label"):
-        group[name].resize((n, *group[name].shape[1:]))
+    arrays = {name: group[name] for name in ("source", "id", "label")}
+    for array in (images, *arrays.values()):
+        array.resize((n, *array.shape[1:]))  # in place: the same objects are written below
     for start in range(len(block), n, len(block)):
         stop = min(start + len(block), n)
         images[start:stop] = block[: stop - start]
         for name, values in meta.items():
-            group[name][start:stop] = values[: stop - start]
+            arrays[name][start:stop] = values[: stop - start]
     group.attrs.update({"rows_done": n})
+    last = (n - 1) % len(block)
+    assert np.array_equal(images[n - 1], block[last]), "the grown store does not hold the packed rows"
 
 
 def main(argv=None):

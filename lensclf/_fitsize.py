@@ -34,7 +34,7 @@ def size_problem(shape, model_shape, fit_size):
         return (f"has {shape[0]} band(s); the model was trained on {model_shape[0]} "
                 f"(shape {model_shape}); the band count cannot be changed")
     if fit_size == "error":
-        return (f"is {shape[1]} x {shape[2]} pixels; the model takes {model_shape[1]} x {model_shape[2]}. "
+        return (f"is {shape[1]} x {shape[2]} pixels (shape {shape}); the model takes {model_shape[1]} x {model_shape[2]}. "
                 "Pass --fit-size crop (central region) or --fit-size resize (resample) to score it anyway")
     if fit_size == "crop" and (shape[1] < model_shape[1] or shape[2] < model_shape[2]):
         return (f"is {shape[1]} x {shape[2]} pixels, smaller than the model's {model_shape[1]} x {model_shape[2]}: "

@@ -14,7 +14,8 @@ from ._checks import FileProblem, problems_error
 from ._errors import LensDataError, LensDataWarning
 from ._filearray import LensFileArray
 from ._cutout import CUTOUT_FORMATS, cutout_shape, is_cutout_name
-from ._fits import is_fits_name
+from ._classdirs import find_class_folders, is_class_layout
+from ._fits import BandFiles, is_fits_name
 from ._fitsize import size_problem
 from ._layout import natural_key
 from ._npy import npy_shape
@@ -34,6 +35,11 @@ def expand_inputs(inputs):
         item = os.fspath(item)
         if is_zarr_store(item):
             files.append(item)
+        elif os.path.isdir(item) and is_class_layout(item):  # lens/ nolens/, with or without band folders
+            sources, _, _, problems = find_class_folders(item)
+            if problems:
+                raise problems_error(problems, "also have problems")
+            files += sources
         elif os.path.isdir(item):
             with os.scandir(item) as entries:
                 names = [e.name for e in entries if is_cutout_name(e.name) and e.is_file()]
@@ -59,12 +65,12 @@ def read_problem(path):
 
 def _file_shape(path):
     """The shape in a file's header (any number of dimensions), or None when it cannot be read."""
-    if not is_fits_name(path):
-        return npy_shape(path)
-    try:
-        return cutout_shape(path)
-    except FileProblem:
-        return None
+    if isinstance(path, BandFiles) or is_fits_name(path):
+        try:
+            return cutout_shape(path)
+        except FileProblem:
+            return None
+    return npy_shape(path)
 
 
 def _rows_of(path, row, extra, shape, n_rows, kind, plan):
@@ -99,9 +105,14 @@ def plan_inputs(items, input_shape, errors, fit_size="error"):
     input_shape = tuple(input_shape)
     plan, skipped, stores = [], [], {}
     for item in items:
-        path, row, extra = (os.fspath(item), None, None) if isinstance(item, (str, os.PathLike)) else item
+        if isinstance(item, BandFiles):
+            path, row, extra = item, None, None
+        elif isinstance(item, (str, os.PathLike)):
+            path, row, extra = os.fspath(item), None, None
+        else:
+            path, row, extra = item
         problem = None
-        if is_zarr_store(path):
+        if not isinstance(path, BandFiles) and is_zarr_store(path):
             try:
                 store = stores.get(path) or stores.setdefault(path, LensZarrArray(path))
             except LensDataError as exc:
@@ -164,14 +175,14 @@ def read_input_files(paths, errors):
                 raise
             return None, [], list(exc.problems)
         skipped = list(array.skipped)
-        bad = {path for path, _ in skipped}
+        bad = {str(path) for path, _ in skipped}
         try:
             X = array[:]
         except LensDataError as exc:  # pixel problems (NaN, blank) are found on reading
             if errors == "raise":
                 raise
             skipped += exc.problems
-            bad |= {path for path, _ in exc.problems}
+            bad |= {str(path) for path, _ in exc.problems}
             X = None
         kept = [i for i, path in enumerate(paths) if str(path) not in bad]
         if X is None and kept:

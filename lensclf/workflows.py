@@ -32,7 +32,7 @@ from ._files import atomic_save_json, atomic_write, check_output_folder, save_fi
 from ._fitsize import check_fit_size, describe, fit_to_size, size_problem
 from ._history import history_records
 from ._catalog import read_catalog
-from ._checks import problems_error
+from ._checks import problems_error, value_problems
 from ._inputs import expand_inputs, plan_inputs, read_input_files
 from ._layout import class_folders, count_cutouts, load_lens_dir
 from ._npy import open_lens_stack
@@ -412,20 +412,20 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
 # --------------------------------------------------------------------------- predict
 
 
-def _finite_rows(block, rows, where, errors, skipped):
-    """Which rows of ``block`` (row numbers ``rows`` of ``where``) to keep: positions, after dropping
-    (``errors="skip"``) or refusing the rows with NaN or infinite pixels."""
-    finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
-    if finite.all():
+def _usable_rows(block, rows, where, errors, skipped):
+    """Positions of the rows of ``block`` (row numbers ``rows`` of ``where``) to score: rows with NaN,
+    infinite or blank pixels (the checks of cutout files) are refused, or left out with ``errors="skip"``."""
+    problems = value_problems(block)
+    if not problems:
         return np.arange(len(block))
-    bad = [rows[i] for i in np.flatnonzero(~finite)]
-    reason = "has NaN or infinite pixel values"
+    bad = [(rows[i], reason) for i, reason in problems]
     if errors == "raise":
-        shown = ", ".join(str(i) for i in bad[:5])
-        raise LensDataError(f"{where}: row(s) {shown}{' ...' if len(bad) > 5 else ''} {reason}. "
-                            "Pass --errors skip to leave such rows out", [(f"{where}[{i}]", reason) for i in bad])
-    skipped += [(f"{where}[{i}]", reason) for i in bad]
-    return np.flatnonzero(finite)
+        shown = ", ".join(str(row) for row, _ in bad[:5])
+        raise LensDataError(f"{where}: row(s) {shown}{' ...' if len(bad) > 5 else ''}: {bad[0][1]}. "
+                            "Pass --errors skip to leave such rows out", [(f"{where}[{row}]", r) for row, r in bad])
+    skipped += [(f"{where}[{row}]", reason) for row, reason in bad]
+    dropped = {i for i, _ in problems}
+    return np.array([i for i in range(len(block)) if i not in dropped], dtype=np.intp)
 
 
 def _predict_blocks(item, errors, skipped):
@@ -466,9 +466,11 @@ def _predict_blocks(item, errors, skipped):
             # resident memory stays at one chunk instead of growing with the stack.
             block = np.asarray(open_lens_stack(where)[np.asarray(chunk)], dtype=np.float32)
         else:
-            block = store.read(chunk, check=False)  # checked by _finite_rows, which can skip rows
-        positions = _finite_rows(block, chunk, where, errors, skipped)
-        block, rows = block[positions], [chunk[i] for i in positions]
+            block = store.read(chunk, check=False)  # checked by _usable_rows, which can skip rows
+        positions = _usable_rows(block, chunk, where, errors, skipped)
+        if len(positions) < len(block):  # (no copy of the block when every row is usable)
+            block = block[positions]
+        rows = [chunk[i] for i in positions]
         if kind == "zarr":
             sources, ids = list(store.meta("source", rows)), list(store.meta("id", rows))
         else:

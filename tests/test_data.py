@@ -858,7 +858,7 @@ def test_expand_and_plan_inputs(tmp_path):
     ]
     with pytest.raises(LensDataError, match=r"odd\.npy: has 4 band\(s\); the model was trained on 3"):
         plan_inputs(files, [3, 8, 8], "raise")
-    with pytest.raises(LensDataError, match="is a stack; each cutout is 8 x 8 pixels; the model takes 16 x 16"):
+    with pytest.raises(LensDataError, match=r"is a stack; each cutout is 8 x 8 pixels \(shape \(3, 8, 8\)\); the model takes 16 x 16"):
         plan_inputs([str(tmp_path / "stack.npy")], (3, 16, 16), "raise")
 
     with pytest.raises(FileNotFoundError, match="no such file or folder"):

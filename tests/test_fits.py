@@ -198,9 +198,14 @@ def test_train_and_predict_on_4_band_101_pixel_fits_from_the_cli(ground_model, t
     assert metadata["training_data"]["bands"] == ["Band1", "Band2", "Band3", "Band4"]
     code, _, err = run_cli(["evaluate", ground_model, GROUND, "--out", tmp_path / "report", "--quiet"])
     assert code == 0, err
-    X, _ = load_class_folders(GROUND)
+    X, _, paths = load_class_folders(GROUND, return_paths=True)
     scores = [float(r["score"]) for r in read_csv(tmp_path / "report" / "scores.csv")]
     np.testing.assert_allclose(scores, clf.predict_proba(X)[:, 1], rtol=1e-5)
+    code, _, err = run_cli(["predict", ground_model, GROUND, "--out", tmp_path / "p.csv", "--quiet"])
+    assert code == 0, err
+    rows = read_csv(tmp_path / "p.csv")
+    assert [r["source"] for r in rows] == paths  # each object's four band files, in band order
+    np.testing.assert_allclose([float(r["score"]) for r in rows], scores, rtol=1e-5)
 
 
 def test_other_sizes_are_refused_unless_cropped_or_resized(tmp_path):
