@@ -145,6 +145,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _add_errors(parser):
+    """The ``--errors`` option of the commands that read data files."""
+    parser.add_argument("--errors", choices=["raise", "skip"], default="raise",
+                        help="stop on a bad data file, or list it on stderr and leave it out")
+
+
 def build_parser():
     """The ``lensclf`` argument parser (one subcommand per task)."""
     parser = _ArgumentParser(
@@ -218,8 +224,7 @@ def build_parser():
     train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="EPOCHS",
                        help="stop after this many epochs without a better validation AUC")
     train.add_argument("--no-augment", action="store_true", help="no random flips, rotations and jitter")
-    train.add_argument("--errors", choices=["raise", "skip"], default="raise",
-                       help="stop on a bad data file, or list it on stderr and leave it out")
+    _add_errors(train)
     train.add_argument("--cache", action="store_true",
                        help="cache the loaded split in $LENSCLF_CACHE_DIR or ~/.cache/lensclf")
     train.add_argument("--overwrite", action="store_true", help="write into a non-empty RUN_DIR")
@@ -241,8 +246,7 @@ def build_parser():
     evaluate.add_argument("--split", choices=["test", "train"], default="test", help="split to score")
     evaluate.add_argument("--threshold", type=_probability, default=None, metavar="T",
                           help="decision threshold (default: the model's)")
-    evaluate.add_argument("--errors", choices=["raise", "skip"], default="raise",
-                          help="stop on a bad data file, or list it on stderr and leave it out")
+    _add_errors(evaluate)
     evaluate.add_argument("--overwrite", action="store_true", help="replace a report in REPORT_DIR")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -268,8 +272,7 @@ def build_parser():
                          help="rows per cluster task (default about 4096, whole chunks)")
     predict.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                          help="inference batch size (default: the model's)")
-    predict.add_argument("--errors", choices=["raise", "skip"], default="raise",
-                         help="stop on a bad file, or list it on stderr and leave it out")
+    _add_errors(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     predict.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -290,8 +293,7 @@ def build_parser():
     pack.add_argument("--chunk-rows", type=_positive_int, default=None, metavar="N",
                       help="cutouts per chunk (default: about 8 MiB of pixels)")
     pack.add_argument("--append", action="store_true", help="add INPUTs to a complete store (same cutout shape)")
-    pack.add_argument("--errors", choices=["raise", "skip"], default="raise",
-                      help="stop on a bad file, or list it on stderr and leave it out")
+    _add_errors(pack)
     pack.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     simulate = commands.add_parser(

@@ -40,6 +40,13 @@ def _write(path, data, header=None, compressed=False):
     return str(path)
 
 
+def _tiny_model(tmp_path, X, y):
+    """A classifier trained for one epoch from random weights, and its model file."""
+    clf = LensClassifier(max_epochs=1, weights=None, batch_size=4, valid_size=None, verbose=0, random_state=0)
+    clf.fit(X, y).save(tmp_path / "m.safetensors")
+    return clf, tmp_path / "m.safetensors"
+
+
 # --------------------------------------------------------------------------- real files
 
 
@@ -211,10 +218,7 @@ def test_train_and_predict_on_4_band_101_pixel_fits_from_the_cli(ground_model, t
 def test_other_sizes_are_refused_unless_cropped_or_resized(tmp_path):
     rng = np.random.default_rng(2)
     X = rng.random((6, 1, 32, 32)).astype(np.float32)
-    clf = LensClassifier(max_epochs=1, weights=None, batch_size=4, valid_size=None, verbose=0,
-                         random_state=0).fit(X, np.array([0, 1] * 3))
-    model = tmp_path / "m.safetensors"
-    clf.save(model)
+    clf, model = _tiny_model(tmp_path, X, np.array([0, 1] * 3))
     big = [_write(tmp_path / f"big{i}.fits", rng.random((40, 40)).astype(">f4")) for i in range(3)]
     code, _, err = run_cli(["predict", model, *big, "--out", tmp_path / "a.csv"])
     assert code == 1 and "big0.fits" in err and "40 x 40" in err and "--fit-size crop" in err
@@ -237,10 +241,7 @@ def test_catalogue_columns_are_copied_and_parquet_equals_csv(tmp_path):
     pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
     rng = np.random.default_rng(3)
     X = rng.random((8, 3, 16, 16)).astype(np.float32)
-    clf = LensClassifier(max_epochs=1, weights=None, batch_size=4, valid_size=None, verbose=0,
-                         random_state=0).fit(X, np.array([0, 1] * 4))
-    model = tmp_path / "m.safetensors"
-    clf.save(model)
+    clf, model = _tiny_model(tmp_path, X, np.array([0, 1] * 4))
     np.save(tmp_path / "stack.npy", X[:5])
     _write(tmp_path / "one.fits", X[5])
     with open(tmp_path / "cat.csv", "w", newline="") as handle:
@@ -273,10 +274,7 @@ def test_skipped_stack_rows_are_named_by_their_row_past_the_first_chunk_and_a_tr
 
     rng = np.random.default_rng(4)
     X = rng.random((PREDICT_CHUNK_SIZE + 8, 1, 8, 8)).astype(np.float32)
-    clf = LensClassifier(max_epochs=1, weights=None, batch_size=4, valid_size=None, verbose=0,
-                         random_state=0).fit(X[:8], np.array([0, 1] * 4))
-    model = tmp_path / "m.safetensors"
-    clf.save(model)
+    clf, model = _tiny_model(tmp_path, X[:8], np.array([0, 1] * 4))
     bad_row = PREDICT_CHUNK_SIZE + 3
     X[bad_row, 0, 2, 2] = np.nan
     np.save(tmp_path / "big.npy", X)
