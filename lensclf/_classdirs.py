@@ -6,7 +6,9 @@ cutout file per object (``.npy`` or FITS), or one sub-folder per band
 (``Band1/ Band2/ ...``) holding one 2-D FITS file per object and band; the
 files of one object are matched across the band folders by the object's ID,
 read from the file name (by default its last number: ``imageSDSS_R-100003.fits``
-is object ``100003``).
+is object ``100003``). Survey cutouts without labels often come as band folders
+alone (``survey/Band1/ survey/Band2/ ...``): :func:`find_band_folders` lists
+their objects the same way.
 """
 
 import os
@@ -20,16 +22,41 @@ from ._checks import problems_error, summarise
 from ._cutout import CUTOUT_FORMATS, is_cutout_name
 from ._errors import LensDataError, LensDataWarning
 from ._filearray import read_cutouts
-from ._fits import BandFiles
-from ._layout import natural_key
+from ._fits import BandFiles, is_fits_name
+from ._layout import CLASS_FOLDERS, natural_key
 
-__all__ = ["CLASS_NAMES", "find_class_folders", "is_class_layout", "load_class_folders"]
+__all__ = [
+    "CLASS_NAMES",
+    "DEFAULT_ID_PATTERN",
+    "check_id_pattern",
+    "find_band_folders",
+    "find_class_folders",
+    "is_band_layout",
+    "is_class_layout",
+    "load_class_folders",
+]
 
 #: Folder names recognised as classes when ``classes`` is not given (compared in lower case).
 CLASS_NAMES = {"lens": 1, "lenses": 1, "nolens": 0, "nonlens": 0, "nonlenses": 0, "nolenses": 0, "non_lenses": 0}
 
 #: The default object ID of a file name: its last run of digits.
 DEFAULT_ID_PATTERN = r"(\d+)(?!.*\d)"
+
+
+def check_id_pattern(id_pattern):
+    """``id_pattern`` compiled: a regular expression whose first group captures the object ID of a file name.
+
+    Raises :class:`ValueError` when it does not compile or has no group.
+    """
+    shown = f"'{id_pattern}'" if isinstance(id_pattern, str) else repr(id_pattern)
+    try:
+        pattern = re.compile(id_pattern)
+    except (re.error, TypeError) as exc:
+        raise ValueError(f"id_pattern {shown} is not a valid regular expression ({exc})") from None
+    if pattern.groups < 1:
+        raise ValueError(f"id_pattern must have a group that captures the object ID, got {shown} "
+                         r"(e.g. '-(\d+)\.fits$')")
+    return pattern
 
 
 def _entries(folder):
@@ -64,10 +91,11 @@ def _resolve_classes(root, classes):
     return pairs
 
 
-def is_class_layout(root):
-    """Whether ``root`` holds a lens and a non-lens folder of :data:`CLASS_NAMES`."""
+def is_class_layout(root, classes=None):
+    """Whether ``root`` holds class folders: those of ``classes`` (a mapping of folder name to label), or by
+    default a lens and a non-lens folder of :data:`CLASS_NAMES`."""
     try:
-        _resolve_classes(os.fspath(root), None)
+        _resolve_classes(os.fspath(root), classes)
     except (FileNotFoundError, NotADirectoryError, OSError):
         return False
     return True
@@ -78,7 +106,10 @@ def _band_objects(folder, band_names, id_pattern):
     by_band, problems = [], []
     for band in band_names:
         band_folder = os.path.join(folder, band)
-        files = _entries(band_folder)[0] if os.path.isdir(band_folder) else []
+        if not os.path.isdir(band_folder):
+            raise LensDataError(f"{band_folder}: no such band folder (bands {', '.join(band_names)})",
+                                [(band_folder, "no such band folder")])
+        files = _entries(band_folder)[0]
         if not files:
             raise LensDataError(f"{band_folder}: band folder holds no FITS files", [(band_folder, "no band files")])
         paths = {}
@@ -116,9 +147,7 @@ def find_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data folder '{root}' does not exist or is not a folder")
-    pattern = re.compile(id_pattern)
-    if pattern.groups < 1:
-        raise ValueError(f"id_pattern must have one group that captures the object ID, got {id_pattern!r}")
+    pattern = check_id_pattern(id_pattern)
     sources, labels, problems, used_bands = [], [], [], None
     for name, label in _resolve_classes(root, classes):
         folder = os.path.join(root, name)
@@ -139,6 +168,63 @@ def find_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
         sources += objects
         labels += [label] * len(objects)
     return sources, np.asarray(labels, dtype=np.int64), used_bands, problems
+
+
+_DEEPLENSE_NAMES = {folder.name for folder in CLASS_FOLDERS}
+
+
+def is_band_layout(root):
+    """Whether ``root`` is an unlabelled folder of band folders (``Band1/ Band2/ ...`` holding FITS files).
+
+    It holds no cutout file of its own and only sub-folders, at least one of them with FITS files, and none
+    named like a class folder (:data:`CLASS_NAMES`) or a folder of the DeepLense layout (``train_lenses``...).
+    """
+    root = os.fspath(root)
+    try:
+        files, subfolders = _entries(root)
+        if files or not subfolders or any(name.lower() in CLASS_NAMES or name in _DEEPLENSE_NAMES
+                                          for name in subfolders):
+            return False
+        return any(any(is_fits_name(f) for f in _entries(os.path.join(root, name))[0]) for name in subfolders)
+    except OSError:
+        return False
+
+
+def find_band_folders(root, bands=None, *, id_pattern=DEFAULT_ID_PATTERN):
+    """List the objects of an unlabelled folder of band folders without reading them.
+
+    The band folders are matched by object ID exactly as those of a class
+    folder (:func:`find_class_folders`): one 2-D FITS file per object and band.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The folder holding the band folders (``root/Band1/imageSDSS_R-123.fits`` ...).
+    bands : sequence of str, optional
+        The band folders, in the order of the cutouts' bands. Default: all
+        sub-folders, in natural name order.
+    id_pattern : str, default=r"(\\d+)(?!.*\\d)"
+        As for :func:`load_class_folders`.
+
+    Returns
+    -------
+    sources : list of BandFiles
+        One per object, in natural order of the IDs.
+    bands : list of str
+        The band folders in the order used.
+    problems : list of (str, str)
+        ``(where, reason)`` of objects that cannot be assembled (a band file
+        missing, a duplicate ID, a name without an ID).
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"band-folder directory '{root}' does not exist or is not a folder")
+    pattern = check_id_pattern(id_pattern)
+    band_names = list(bands) if bands is not None else _entries(root)[1]
+    if not band_names:
+        raise LensDataError(f"{root}: holds no band folders", [(root, "no band folders")])
+    objects, problems = _band_objects(root, band_names, pattern)
+    return objects, band_names, problems
 
 
 def load_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_PATTERN, errors="raise",

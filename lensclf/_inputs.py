@@ -1,7 +1,13 @@
 """Prediction inputs: the files, stacks and folders given to ``lensclf predict``, planned and read.
 
+:func:`input_kind` says what an input is (a zarr store, class folders, band
+folders, a DeepLense layout, a folder of cutout files, a file);
+:func:`check_layout` refuses the class-folder options (``classes``, ``bands``,
+``id_pattern``: ``--classes``, ``--bands``, ``--id-pattern``) for inputs they do
+not apply to, and :func:`layout_sources` lists the objects of class folders and
+band folders with them.
 :func:`expand_inputs` turns the inputs into a list of files (a folder becomes its
-``.npy`` files in natural order); :func:`plan_inputs` reads their headers and
+cutout files in natural order); :func:`plan_inputs` reads their headers and
 groups them into stacks (scored in chunks from a memory map) and runs of single
 cutout files; :func:`read_input_files` reads one such run. Problems are raised
 or, with ``errors="skip"``, returned as ``(path, reason)`` lists.
@@ -14,31 +20,110 @@ from ._checks import FileProblem, problems_error
 from ._errors import LensDataError, LensDataWarning
 from ._filearray import LensFileArray
 from ._cutout import CUTOUT_FORMATS, cutout_shape, is_cutout_name
-from ._classdirs import find_class_folders, is_class_layout
+from ._classdirs import find_band_folders, find_class_folders, is_band_layout, is_class_layout
 from ._fits import BandFiles, is_fits_name
 from ._fitsize import size_problem
-from ._layout import natural_key
+from ._layout import CLASS_FOLDERS, natural_key
 from ._npy import npy_shape
 from ._zarr import LensZarrArray, is_zarr_store
 
-__all__ = ["expand_inputs", "plan_inputs", "read_input_files"]
+__all__ = ["LAYOUT_OPTIONS", "check_layout", "expand_inputs", "input_kind", "layout_sources", "plan_inputs",
+           "read_input_files"]
+
+#: The class-folder options, in the ``layout`` dicts of the workflows, and their command-line names.
+LAYOUT_OPTIONS = {"classes": "--classes", "bands": "--bands", "id_pattern": "--id-pattern"}
+_KIND_NAMES = {"zarr": "a zarr store", "deeplense": "a DeepLense layout (train_lenses/ ...)",
+               "band_folders": "a folder of band folders (no class folders)", "folder": "a folder of cutout files",
+               "file": "a file"}
 
 
-def expand_inputs(inputs):
+def input_kind(path, classes=None):
+    """What the input ``path`` is.
+
+    ``"zarr"`` (a store of ``lensclf pack``), ``"class_folders"`` (those of
+    ``classes``, or ``lens/`` ``nolens/``...; with ``classes`` given, any folder
+    that is neither a store nor a DeepLense layout, so that reading it names the
+    class folder missing), ``"deeplense"`` (holds a folder ``train_lenses/``...),
+    ``"band_folders"`` (only band folders of FITS files:
+    :func:`~lensclf._classdirs.is_band_layout`), ``"folder"``, ``"file"`` or
+    ``"missing"`` (nothing there; the readers say so).
+    """
+    path = os.fspath(path)
+    if is_zarr_store(path):
+        return "zarr"
+    if not os.path.isdir(path):
+        return "file" if os.path.exists(path) or os.path.islink(path) else "missing"
+    if is_class_layout(path, classes):
+        return "class_folders"
+    if any(os.path.isdir(os.path.join(path, folder.name)) for folder in CLASS_FOLDERS):
+        return "deeplense"
+    if classes is not None:
+        return "class_folders"
+    return "band_folders" if is_band_layout(path) else "folder"
+
+
+def check_layout(path, kind, layout):
+    """Refuse the class-folder options ``layout`` (``classes``, ``bands``, ``id_pattern``) for an input of
+    ``kind`` (:func:`input_kind`) they do not apply to, with a :class:`ValueError` naming the input."""
+    if not layout or kind in ("class_folders", "missing") or (kind == "band_folders" and "classes" not in layout):
+        return
+    given = [LAYOUT_OPTIONS[key] for key in LAYOUT_OPTIONS if key in layout]
+    raise ValueError(f"{path}: is {_KIND_NAMES[kind]}; {' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} "
+                     "only to class folders (lens/ nolens/, or those of --classes) and to folders of band folders "
+                     "(Band1/ Band2/ ...)")
+
+
+def layout_sources(path, kind, layout=None):
+    """``(sources, labels, bands, problems)`` of class folders or band folders (``kind`` of :func:`input_kind`).
+
+    The objects are listed, not read, with the options ``layout`` (``classes``,
+    ``bands``, ``id_pattern``); band folders give label -1 (unknown).
+    ``bands`` is the band folders in the order used (None for class folders of
+    cutout files: then ``bands`` given is a :class:`ValueError`, not ignored).
+    """
+    layout = layout or {}
+    options = {key: layout[key] for key in ("bands", "id_pattern") if key in layout}
+    if kind == "class_folders":
+        sources, labels, bands, problems = find_class_folders(path, layout.get("classes"), **options)
+        labels = [int(label) for label in labels]
+    else:
+        sources, bands, problems = find_band_folders(path, **options)
+        labels = [-1] * len(sources)
+    if layout.get("bands") is not None and bands is None:
+        raise ValueError(f"{path}: --bands {','.join(layout['bands'])} given, but its class folders hold cutout "
+                         "files, not band folders")
+    return sources, labels, bands, problems
+
+
+def expand_inputs(inputs, errors="raise", skipped=None, layout=None):
     """Files to score, in order: folders become their cutout files (``.npy`` and FITS) (natural order, not recursive).
 
-    Raises :class:`FileNotFoundError` for an input that does not exist and
-    :class:`~lensclf.LensDataError` for a folder without ``.npy`` files.
+    Class folders (``lens/`` ``nolens/``, or those of ``layout["classes"]``) and
+    folders of band folders become their objects (a
+    :class:`~lensclf._fits.BandFiles` each), listed with the options ``layout``
+    (:func:`layout_sources`); an object that cannot be assembled (a band file
+    missing...) raises, or with ``errors="skip"`` is left out and appended to
+    the list ``skipped`` as (where, reason).
+
+    Raises :class:`FileNotFoundError` for an input that does not exist,
+    :class:`~lensclf.LensDataError` for a folder without cutout files, and
+    :class:`ValueError` for ``layout`` options given for an input they do not
+    apply to (:func:`check_layout`).
     """
+    layout = layout or {}
+    skipped = [] if skipped is None else skipped
     files = []
     for item in inputs:
         item = os.fspath(item)
-        if is_zarr_store(item):
+        kind = input_kind(item, layout.get("classes"))
+        check_layout(item, kind, layout)
+        if kind == "zarr":
             files.append(item)
-        elif os.path.isdir(item) and is_class_layout(item):  # lens/ nolens/, with or without band folders
-            sources, _, _, problems = find_class_folders(item)
-            if problems:
-                raise problems_error(problems, "also have problems")
+        elif kind in ("class_folders", "band_folders"):
+            sources, _, _, problems = layout_sources(item, kind, layout)
+            if problems and errors == "raise":
+                raise problems_error(problems, "also have problems", hint=". Pass --errors skip to leave them out")
+            skipped += problems
             files += sources
         elif os.path.isdir(item):
             with os.scandir(item) as entries:

@@ -18,6 +18,7 @@ import math
 import signal
 import sys
 
+from ._classdirs import check_id_pattern
 from ._classifier import LensClassifier
 from ._errors import LensDataError
 from ._version import __version__
@@ -121,6 +122,45 @@ def _balance(text):
     return None if text.lower() == "none" else text
 
 
+def _classes(text):
+    """``--classes NAME=LABEL[,NAME=LABEL...]``: class folder names and their labels, a lens and a non-lens class."""
+    classes = {}
+    for part in text.split(","):
+        name, equals, label = (piece.strip() for piece in part.partition("="))
+        if not equals or not name or label not in ("0", "1"):
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=LABEL[,NAME=LABEL...] with label 1 (lens) or 0 (non-lens), e.g. SL=1,field=0; "
+                f"got {part.strip()!r} in {text!r}")
+        if name in classes:
+            raise argparse.ArgumentTypeError(f"class folder {name!r} is given twice in {text!r}")
+        classes[name] = int(label)
+    if set(classes.values()) != {0, 1}:
+        raise argparse.ArgumentTypeError(
+            f"expected a lens class (label 1) and a non-lens class (label 0), e.g. SL=1,field=0; got {text!r}")
+    return classes
+
+
+def _bands(text):
+    """``--bands NAME[,NAME...]``: band folder names, in band order."""
+    bands = [name.strip() for name in text.split(",")]
+    if not all(bands) or any("/" in name or "\\" in name for name in bands):
+        raise argparse.ArgumentTypeError(f"expected band folder names separated by commas, e.g. Band3,Band1,Band2; "
+                                         f"got {text!r}")
+    twice = sorted({name for name in bands if bands.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"band folder {twice[0]!r} is given twice in {text!r}")
+    return bands
+
+
+def _id_pattern(text):
+    """``--id-pattern REGEX``: it must compile and have a group capturing the object ID."""
+    try:
+        check_id_pattern(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _add_debug(parser, suppress_default):
     """``--debug``; a command's copy (``suppress_default``) leaves ``lensclf --debug COMMAND``'s value alone."""
     parser.add_argument(
@@ -149,6 +189,24 @@ def _add_errors(parser):
     """The ``--errors`` option of the commands that read data files."""
     parser.add_argument("--errors", choices=["raise", "skip"], default="raise",
                         help="stop on a bad data file, or list it on stderr and leave it out")
+
+
+def _add_layout(parser):
+    """The class-folder and band-folder options of the commands that read data folders."""
+    group = parser.add_argument_group("class folders and band folders")
+    group.add_argument("--classes", type=_classes, default=None, metavar="NAME=LABEL,...",
+                       help="class folders and their labels, 1 lens and 0 non-lens, e.g. SL=1,field=0 (default: "
+                            "lens/ or lenses/ 1, nolens/ nonlens/ nonlenses/ ... 0)")
+    group.add_argument("--bands", type=_bands, default=None, metavar="NAME,...",
+                       help="band folders in the order of the cutouts' bands, e.g. Band3,Band1,Band2 (default: all, "
+                            "in natural name order)")
+    group.add_argument("--id-pattern", type=_id_pattern, default=None, metavar="REGEX",
+                       help="regular expression whose first group is the object ID in a band file's name "
+                            "(default: its last number)")
+
+
+def _layout_kwargs(args):
+    return {"classes": args.classes, "bands": args.bands, "id_pattern": args.id_pattern}
 
 
 def build_parser():
@@ -225,6 +283,7 @@ def build_parser():
                        help="stop after this many epochs without a better validation AUC")
     train.add_argument("--no-augment", action="store_true", help="no random flips, rotations and jitter")
     _add_errors(train)
+    _add_layout(train)
     train.add_argument("--cache", action="store_true",
                        help="cache the loaded split in $LENSCLF_CACHE_DIR or ~/.cache/lensclf")
     train.add_argument("--overwrite", action="store_true", help="write into a non-empty RUN_DIR")
@@ -247,6 +306,7 @@ def build_parser():
     evaluate.add_argument("--threshold", type=_probability, default=None, metavar="T",
                           help="decision threshold (default: the model's)")
     _add_errors(evaluate)
+    _add_layout(evaluate)
     evaluate.add_argument("--overwrite", action="store_true", help="replace a report in REPORT_DIR")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -255,8 +315,9 @@ def build_parser():
         help="score cutouts and write a CSV or Parquet table of lens probabilities",
         description="Score cutouts with MODEL. INPUT: .npy or FITS files holding one cutout (bands, height, "
         "width), stacked .npy arrays (n, bands, height, width) (memory-mapped and scored in chunks), zarr "
-        "stores written by 'lensclf pack' (read chunk by chunk), or folders of cutout files (not recursive, "
-        "natural name order); or, instead of INPUTs, --catalog CSV naming a file (and a row) per object. "
+        "stores written by 'lensclf pack' (read chunk by chunk), folders of cutout files (not recursive, "
+        "natural name order), class folders, or folders of band folders (Band1/ Band2/ ...: one row per object, "
+        "its band files matched by ID); or, instead of INPUTs, --catalog CSV naming a file (and a row) per object. "
         "Writes rows source,index,id,score (index: the row in a stack or store, empty for single files; id: "
         "the row's ID in a store), after the catalogue's own columns.",
     )
@@ -273,6 +334,7 @@ def build_parser():
     predict.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                          help="inference batch size (default: the model's)")
     _add_errors(predict)
+    _add_layout(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     predict.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -281,8 +343,9 @@ def build_parser():
         help="pack cutout files into one chunked zarr store",
         description="Write cutouts into one zarr store OUT (images (N, bands, H, W) in chunks sized for "
         "scoring, compressed, with each row's source file, ID and label). INPUT: .npy or FITS files, "
-        "folders of them (label unknown), a DeepLense-layout folder (its --split, labelled) or class folders "
-        "(lens/, nolens/, with or without band folders; labelled). An interrupted run is resumed by running "
+        "folders of them (label unknown), a DeepLense-layout folder (its --split, labelled), class folders "
+        "(lens/, nolens/, with or without band folders; labelled) or folders of band folders (Band1/ Band2/ ...; "
+        "label unknown). An interrupted run is resumed by running "
         "the same command again; a store is marked complete only when every row is written. Needs zarr: "
         "pip install 'lensclf[zarr]'.",
     )
@@ -294,6 +357,7 @@ def build_parser():
                       help="cutouts per chunk (default: about 8 MiB of pixels)")
     pack.add_argument("--append", action="store_true", help="add INPUTs to a complete store (same cutout shape)")
     _add_errors(pack)
+    _add_layout(pack)
     pack.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     simulate = commands.add_parser(
@@ -327,19 +391,20 @@ def _dispatch(args):
             "random_state": args.seed, "valid_size": args.valid_size,
             "early_stopping": args.early_stopping, "augment": not args.no_augment,
         }
-        run_train(args.data_dir, args.out, params, errors=args.errors, cache=args.cache,
+        run_train(args.data_dir, args.out, params, **_layout_kwargs(args), errors=args.errors, cache=args.cache,
                   overwrite=args.overwrite, quiet=args.quiet, resume=args.resume)
     elif args.command == "evaluate":
-        run_evaluate(args.model, args.data_dir, args.out, split=args.split, tta=args.tta, prior=args.prior,
-                     threshold=args.threshold, errors=args.errors, device=args.device, fit_size=args.fit_size,
-                     overwrite=args.overwrite, quiet=args.quiet)
+        run_evaluate(args.model, args.data_dir, args.out, split=args.split, **_layout_kwargs(args), tta=args.tta,
+                     prior=args.prior, threshold=args.threshold, errors=args.errors, device=args.device,
+                     fit_size=args.fit_size, overwrite=args.overwrite, quiet=args.quiet)
     elif args.command == "predict":
-        run_predict(args.model, args.inputs, args.out, catalog=args.catalog, tta=args.tta, prior=args.prior,
-                    batch_size=args.batch_size, errors=args.errors, device=args.device, fit_size=args.fit_size,
-                    scheduler=args.scheduler, block_rows=args.block_rows, overwrite=args.overwrite, quiet=args.quiet)
+        run_predict(args.model, args.inputs, args.out, catalog=args.catalog, **_layout_kwargs(args), tta=args.tta,
+                    prior=args.prior, batch_size=args.batch_size, errors=args.errors, device=args.device,
+                    fit_size=args.fit_size, scheduler=args.scheduler, block_rows=args.block_rows,
+                    overwrite=args.overwrite, quiet=args.quiet)
     elif args.command == "pack":
-        run_pack(args.inputs, args.out, split=args.split, chunk_rows=args.chunk_rows, append=args.append,
-                 errors=args.errors, quiet=args.quiet)
+        run_pack(args.inputs, args.out, split=args.split, **_layout_kwargs(args), chunk_rows=args.chunk_rows,
+                 append=args.append, errors=args.errors, quiet=args.quiet)
     elif args.command == "simulate":
         run_simulate(args.out_dir, n_train_lenses=args.n_train_lenses, n_train_nonlenses=args.n_train_nonlenses,
                      n_test_lenses=args.n_test_lenses, n_test_nonlenses=args.n_test_nonlenses,

@@ -17,7 +17,6 @@ import math
 import os
 from numbers import Integral, Real
 
-import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
@@ -37,9 +36,16 @@ _CLASS_NAMES = ("non-lens", "lens")
 _CLASS_COLOURS = ("tab:blue", "tab:orange")
 
 
+def _pyplot():
+    """``matplotlib.pyplot``, imported when a figure is drawn (scoring never pays for it)."""
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _new_axes(ax, figsize=(5.0, 4.5)):
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+        _, ax = _pyplot().subplots(figsize=figsize, layout="constrained")
     return ax
 
 
@@ -100,7 +106,7 @@ def plot_history(history, ax=None):
     """
     columns = _history_columns(history)
     if ax is None:
-        fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
+        fig, (ax_loss, ax_auc) = _pyplot().subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
     else:
         axes = list(np.ravel(ax)) if not hasattr(ax, "plot") else [ax]
         if len(axes) != 2:
@@ -482,7 +488,7 @@ def plot_error_gallery(X, y_true, y_score, names=None, n=8, threshold=0.5):
     false_neg = np.flatnonzero((y_true == 1) & (y_pred == 0))
     false_neg = false_neg[np.argsort(y_score[false_neg], kind="stable")][:n]
 
-    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.9), squeeze=False, layout="constrained")
+    fig, axes = _pyplot().subplots(2, n, figsize=(1.9 * n, 4.9), squeeze=False, layout="constrained")
     rows = (
         (false_pos, f"no false positives (no non-lens scored >= {threshold:g})"),
         (false_neg, f"no false negatives (no lens scored < {threshold:g})"),

@@ -12,12 +12,12 @@ import csv
 import json
 import os
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ._files import atomic_write, check_output_folder, save_figure
 from .metrics import evaluate_scores, predict_from_scores
 from .plots import (
+    _pyplot,
     _history_columns,
     plot_confusion_matrix,
     plot_error_gallery,
@@ -155,21 +155,21 @@ def write_report(
             writer.writerow([names[i] if names is not None else i, int(y_true[i]), repr(float(y_score[i]))])
 
     auc_ci = (metrics["roc_auc"], metrics["roc_auc_ci"]["low"], metrics["roc_auc_ci"]["high"])
-    fig, (ax_lin, ax_log) = plt.subplots(1, 2, figsize=(10.0, 4.5), layout="constrained")
+    fig, (ax_lin, ax_log) = _pyplot().subplots(1, 2, figsize=(10.0, 4.5), layout="constrained")
     plot_roc(y_true, y_score, ax=ax_lin, auc_ci=auc_ci)
     plot_roc(y_true, y_score, ax=ax_log, auc_ci=auc_ci, log_fpr=True)
     save_figure(fig, path("roc.png"))
 
     save_figure(plot_precision_recall(y_true, y_score).figure, path("precision_recall.png"))
 
-    fig, (ax_counts, ax_norm) = plt.subplots(1, 2, figsize=(9.0, 4.0), layout="constrained")
+    fig, (ax_counts, ax_norm) = _pyplot().subplots(1, 2, figsize=(9.0, 4.0), layout="constrained")
     y_pred = predict_from_scores(y_score, threshold)
     plot_confusion_matrix(y_true, y_pred, ax=ax_counts)
     plot_confusion_matrix(y_true, y_pred, ax=ax_norm, normalize="true")
     ax_counts.set_title(f"Confusion matrix (threshold {threshold:g})")
     save_figure(fig, path("confusion_matrix.png"))
 
-    fig, (ax_lin, ax_log) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
+    fig, (ax_lin, ax_log) = _pyplot().subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
     plot_score_histogram(y_true, y_score, ax=ax_lin, threshold=threshold)
     plot_score_histogram(y_true, y_score, ax=ax_log, threshold=threshold, log_y=True)
     ax_log.set_title("Score distribution (log counts)")

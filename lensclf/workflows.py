@@ -19,11 +19,12 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._classdirs import find_class_folders, is_class_layout, load_class_folders
+from ._classdirs import check_id_pattern, load_class_folders
 from ._classifier import LensClassifier, save_model
 from ._cluster import score_store
 from ._device import resolve_device
@@ -33,7 +34,9 @@ from ._fitsize import check_fit_size, describe, fit_to_size, size_problem
 from ._history import history_records
 from ._catalog import read_catalog
 from ._checks import problems_error, value_problems
-from ._inputs import expand_inputs, plan_inputs, read_input_files
+from ._inputs import (
+    LAYOUT_OPTIONS, check_layout, expand_inputs, input_kind, layout_sources, plan_inputs, read_input_files,
+)
 from ._layout import class_folders, count_cutouts, load_lens_dir
 from ._npy import open_lens_stack
 from ._tables import ScoreTable
@@ -79,7 +82,10 @@ DEMO_FAST_EPOCHS = 1
 DEMO_DIFFICULTY = "easy"
 DEMO_SEED = 0
 #: Images scored at once by ``predict`` and ``evaluate``: memory does not grow with the input.
-PREDICT_CHUNK_SIZE = 4096
+#: 1,024 rows (50 MB of 3x64x64 float32) keep a scoring process near 1.1 GiB; larger blocks
+#: add memory and no speed (the network scores 256 at a time). Stores are read in whole chunks
+#: close to this many rows.
+PREDICT_CHUNK_SIZE = 1024
 
 # --------------------------------------------------------------------------- small pieces
 
@@ -145,23 +151,78 @@ def _relative(source, data_dir):
                       for p in source.split(" + "))
 
 
-def _describe_data(data_dir, split):
-    """What ``training_data`` records of ``data_dir``: its layout, and the band folders in the order used."""
-    if is_zarr_store(data_dir):
+def _layout_options(classes=None, bands=None, id_pattern=None):
+    """The class-folder options given, as a JSON-ready dict (the ``layout`` of the helpers below).
+
+    ``classes`` maps class folder names to labels, ``bands`` lists band folders
+    in order, ``id_pattern`` is checked here (it must compile and capture the ID).
+    """
+    layout = {}
+    if classes is not None:
+        if not isinstance(classes, Mapping) or not classes:
+            raise TypeError(f"classes must be a non-empty mapping of folder name to label (0 or 1), got {classes!r}")
+        layout["classes"] = {str(name): int(label) for name, label in classes.items()}
+    if bands is not None:
+        if isinstance(bands, (str, bytes)) or not bands:
+            raise TypeError(f"bands must be a non-empty sequence of band folder names, got {bands!r}")
+        layout["bands"] = [str(band) for band in bands]
+    if id_pattern is not None:
+        check_id_pattern(id_pattern)
+        layout["id_pattern"] = str(id_pattern)
+    return layout
+
+
+def _layout_args(layout):
+    """The command-line options of ``layout`` (for the commands printed to rerun a run)."""
+    values = {"classes": lambda v: ",".join(f"{name}={label}" for name, label in v.items()),
+              "bands": ",".join, "id_pattern": str}
+    return "".join(f" {LAYOUT_OPTIONS[key]} {shlex.quote(values[key](layout[key]))}"
+                   for key in LAYOUT_OPTIONS if key in layout)
+
+
+def _data_kind(data_dir, layout):
+    """How ``train`` and ``evaluate`` read ``data_dir``: ``"zarr"``, ``"class_folders"`` or ``"deeplense"``.
+
+    Class-folder options (``layout``) for a store or a DeepLense layout, and a folder of band folders
+    without classes (its objects have no labels), are errors.
+    """
+    kind = input_kind(data_dir, layout.get("classes"))
+    check_layout(data_dir, kind, layout)
+    if kind == "band_folders":
+        raise LensDataError(f"{data_dir}: holds band folders but no class folders, so its objects have no labels; "
+                            "train and evaluate need class folders (lens/ nolens/, or --classes NAME=LABEL,...), "
+                            "a DeepLense layout or a labelled store (score it with lensclf predict)",
+                            [(data_dir, "no class folders")])
+    return kind if kind in ("zarr", "class_folders") else "deeplense"
+
+
+def _describe_data(data_dir, split, layout=None):
+    """What ``training_data`` records of ``data_dir``: its layout, the band folders in the order used, and
+    the class-folder options given (``classes``, ``id_pattern``)."""
+    layout = layout or {}
+    kind = _data_kind(data_dir, layout)
+    if kind == "zarr":
         return {"layout": "zarr"}
-    if not is_class_layout(data_dir):
+    if kind == "deeplense":
         return {"layout": "deeplense", "split": split}
-    bands = find_class_folders(data_dir)[2]
-    return {"layout": "class_folders", **({"bands": bands} if bands else {})}
+    bands = layout_sources(data_dir, kind, layout)[2]
+    given = {key: layout[key] for key in ("classes", "id_pattern") if key in layout}
+    return {"layout": "class_folders", **({"bands": bands} if bands else {}), **given}
 
 
-def _load_split(data_dir, split, errors, cache=None):
+def _load_split(data_dir, split, errors, cache=None, layout=None):
     """The labelled cutouts of ``data_dir``, with paths; skipped files are listed on stderr instead of warned.
 
-    A DeepLense layout gives its ``split``; class folders (``lens/``, ``nolens/``, with or without band
-    sub-folders) give all their objects, and a zarr store (``lensclf pack``) its labelled rows, read lazily.
+    A DeepLense layout gives its ``split``; class folders (``lens/``, ``nolens/``, or those of
+    ``layout["classes"]``, with or without band sub-folders) give all their objects, and a zarr store
+    (``lensclf pack``) its labelled rows, read lazily. ``layout``: the class-folder options
+    (:func:`_layout_options`), refused for other layouts.
     """
-    if is_zarr_store(data_dir):
+    layout = layout or {}
+    kind = _data_kind(data_dir, layout)
+    if kind == "class_folders" and "bands" in layout:
+        layout_sources(data_dir, kind, layout)  # refuses --bands for class folders of cutout files
+    if kind == "zarr":
         store = LensZarrArray(data_dir)
         labelled = np.flatnonzero(store.labels >= 0)
         if len(labelled) == 0:
@@ -171,9 +232,10 @@ def _load_split(data_dir, split, errors, cache=None):
         return X, X.labels.astype(np.int64), [str(s) for s in X.sources], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LensDataWarning)
-        if is_class_layout(data_dir):
+        if kind == "class_folders":
+            options = {key: layout[key] for key in ("bands", "id_pattern") if key in layout}
             X, y, paths, skipped = load_class_folders(
-                data_dir, errors=errors, return_paths=True, return_skipped=True
+                data_dir, layout.get("classes"), **options, errors=errors, return_paths=True, return_skipped=True
             )
         else:
             X, y, paths, skipped = load_lens_dir(
@@ -236,8 +298,17 @@ def _resume_command(data_dir, run_dir):
     return f"lensclf train {shlex.quote(data_dir)} --out {shlex.quote(run_dir)} --resume"
 
 
-def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, overwrite=False, quiet=False,
-              resume=False):
+def _resumed_layout(saved, given, params_path):
+    """The class-folder options of a resumed run: those it started with; other ones given are an error."""
+    if given and given != saved:
+        started = _layout_args(saved).strip() or "no class-folder options"
+        raise ValueError(f"{params_path}: the run started with {started}, and --resume continues with those: "
+                         f"leave out {_layout_args(given).strip()} or give the same")
+    return saved
+
+
+def run_train(data_dir, run_dir, params=None, *, classes=None, bands=None, id_pattern=None, errors="raise",
+              cache=False, overwrite=False, quiet=False, resume=False):
     """Train a lens classifier on the ``train`` split of a DeepLense-layout folder.
 
     Writes ``model.safetensors`` (the best weights), ``history.csv``,
@@ -259,6 +330,11 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
     params : dict, optional
         :class:`LensClassifier` parameters (``verbose`` is set from ``quiet``);
         ignored with ``resume``, which uses those the run started with.
+    classes, bands, id_pattern : optional
+        How class folders are read (``--classes``, ``--bands``, ``--id-pattern``;
+        see :func:`lensclf.load_class_folders`); an error for a DeepLense
+        layout or a store. Saved with the run: ``resume`` uses those the run
+        started with.
     errors : {"raise", "skip"}, default="raise"
         Bad data files stop the run, or are listed on stderr and left out.
     cache : bool, default=False
@@ -277,6 +353,7 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
         The fitted classifier.
     """
     params = dict(params or {})
+    layout = _layout_options(classes, bands, id_pattern)
     data_dir, run_dir = os.fspath(data_dir), os.fspath(run_dir)
     checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR_NAME)
     params_path = os.path.join(checkpoint_dir, _PARAMS_FILE_NAME)
@@ -289,12 +366,14 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
                 "stopped before its first epoch ended, or was not made by 'lensclf train').")
         try:
             with open(params_path, encoding="utf-8") as handle:
-                params = json.load(handle)["params"]
+                saved = json.load(handle)
+            params, saved_layout = saved["params"], saved.get("layout", {})
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{params_path}: unreadable run parameters ({exc}).") from exc
+        layout = _resumed_layout(saved_layout, layout, params_path)
     else:
         check_output_folder(run_dir, overwrite, "Run folder", "pass --overwrite")
-    X, y, _, _ = _load_split(data_dir, "train", errors, cache=cache or None)
+    X, y, _, _ = _load_split(data_dir, "train", errors, cache=cache or None, layout=layout)
     n_lenses = int(np.count_nonzero(y == 1))
     _say(f"data: {data_dir}", quiet)
     _say(f"  train: {n_lenses:,} lenses, {len(y) - n_lenses:,} non-lenses "
@@ -310,21 +389,22 @@ def run_train(data_dir, run_dir, params=None, *, errors="raise", cache=False, ov
         if overwrite and os.path.isdir(checkpoint_dir):
             shutil.rmtree(checkpoint_dir)
         os.makedirs(checkpoint_dir, exist_ok=True)
-        atomic_save_json(params_path, {"data_dir": os.path.abspath(data_dir), "params": params})
+        atomic_save_json(params_path, {"data_dir": os.path.abspath(data_dir), "params": params, "layout": layout})
     with _StopOnSignals() as stopper:
         try:
             clf = train_classifier(X, y, params, quiet=quiet, checkpoint_dir=checkpoint_dir, resume=resume)
         except KeyboardInterrupt as exc:
             signum = stopper.signum or getattr(exc, "signum", signal.SIGINT)
             print(f"interrupted before the first epoch ended; nothing saved. Start again with: lensclf train "
-                  f"{shlex.quote(data_dir)} --out {shlex.quote(run_dir)} --overwrite", file=sys.stderr, flush=True)
+                  f"{shlex.quote(data_dir)} --out {shlex.quote(run_dir)}{_layout_args(layout)} --overwrite",
+                  file=sys.stderr, flush=True)
             raise TrainingInterrupted("training interrupted before its first epoch ended", signum) from None
     interrupted = stopper.signum
 
     model_path = os.path.join(run_dir, MODEL_FILE_NAME)
     training_data = {
         "data_dir": os.path.abspath(data_dir),
-        **_describe_data(data_dir, "train"),
+        **_describe_data(data_dir, "train", layout),
         "n_lenses": n_lenses,
         "n_nonlenses": int(len(y) - n_lenses),
     }
@@ -353,8 +433,9 @@ def _load_model(model_path, device="auto", tta=None, prior=None, threshold=None,
     return clf
 
 
-def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, prior=None, threshold=None,
-                 errors="raise", device="auto", fit_size="error", overwrite=False, quiet=False):
+def run_evaluate(model_path, data_dir, report_dir, *, split="test", classes=None, bands=None, id_pattern=None,
+                 tta=False, prior=None, threshold=None, errors="raise", device="auto", fit_size="error",
+                 overwrite=False, quiet=False):
     """Score one split of a DeepLense-layout folder (or all of a class-folder layout) and write a report.
 
     Parameters
@@ -367,6 +448,10 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
         Report folder (see :func:`lensclf.write_report`).
     split : {"test", "train"}, default="test"
         Which split to score.
+    classes, bands, id_pattern : optional
+        How class folders are read (``--classes``, ``--bands``, ``--id-pattern``;
+        see :func:`lensclf.load_class_folders`); an error for a DeepLense
+        layout or a store.
     tta : bool, default=False
         Average over the 8 flips and rotations of each image.
     prior : float, optional
@@ -391,10 +476,11 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", tta=False, p
         The metrics (as in ``metrics.json``).
     """
     data_dir, report_dir = os.fspath(data_dir), os.fspath(report_dir)
+    layout = _layout_options(classes, bands, id_pattern)
     check_output_folder(report_dir, overwrite, "Report folder", "pass --overwrite")
     check_fit_size(fit_size)
     clf = _load_model(model_path, device=device, tta=tta or None, prior=prior, threshold=threshold)
-    X, y, paths, _ = _load_split(data_dir, split, errors)
+    X, y, paths, _ = _load_split(data_dir, split, errors, layout=layout)
     _check_size(clf, X.shape[1:], fit_size, data_dir)
     scores = _score(clf, X, quiet=quiet, fit_size=fit_size)
     names = [_relative(path, data_dir) for path in paths]
@@ -449,9 +535,12 @@ def _predict_blocks(item, errors, skipped):
             skipped += exc.problems
             yield n, None, None, None, None, None
             return
-    for start in range(0, n, PREDICT_CHUNK_SIZE):
-        chunk = rows_or_paths[start:start + PREDICT_CHUNK_SIZE]
-        extra = extras[start:start + PREDICT_CHUNK_SIZE] if extras is not None else None
+    step = PREDICT_CHUNK_SIZE
+    if store is not None:  # whole chunks: no chunk is decompressed twice
+        step = max(1, round(PREDICT_CHUNK_SIZE / store.chunk_rows)) * store.chunk_rows
+    for start in range(0, n, step):
+        chunk = rows_or_paths[start:start + step]
+        extra = extras[start:start + step] if extras is not None else None
         if kind == "files":
             X, kept, bad = read_input_files(chunk, errors)
             skipped += bad
@@ -478,8 +567,9 @@ def _predict_blocks(item, errors, skipped):
         yield len(chunk), block, sources, rows, ids, None if extra is None else [extra[i] for i in positions]
 
 
-def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None, batch_size=None, errors="raise",
-                device="auto", fit_size="error", scheduler=None, block_rows=None, overwrite=False, quiet=False):
+def run_predict(model_path, inputs, out, *, catalog=None, classes=None, bands=None, id_pattern=None, tta=False,
+                prior=None, batch_size=None, errors="raise", device="auto", fit_size="error", scheduler=None,
+                block_rows=None, overwrite=False, quiet=False):
     """Score cutouts with a saved model and write ``source,index,id,score`` rows to a CSV or Parquet file.
 
     Parameters
@@ -489,8 +579,11 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
     inputs : sequence of str or path-like
         ``.npy`` or FITS files holding one cutout (bands, height, width),
         stacked ``.npy`` arrays (n, bands, height, width) (memory-mapped),
-        zarr stores written by ``lensclf pack`` (read chunk by chunk), or
-        folders of cutout files (not recursive, natural name order).
+        zarr stores written by ``lensclf pack`` (read chunk by chunk),
+        folders of cutout files (not recursive, natural name order), class
+        folders (``lens/``, ``nolens/``: all their objects) or folders of band
+        folders (``Band1/ Band2/ ...``: one row per object, its band files
+        matched by ID, as in :func:`lensclf.load_class_folders`).
     out : str or path-like
         Output file, written atomically: CSV, or Parquet for a ``.parquet``
         name (needs pyarrow). ``index`` is the row in a stack or store (empty
@@ -500,6 +593,11 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
         A CSV catalogue naming one cutout per object instead of ``inputs`` (see
         :func:`lensclf._catalog.read_catalog`); its other columns come first in
         the output, copied.
+    classes, bands, id_pattern : optional
+        How class folders and band folders among ``inputs`` are read
+        (``--classes``, ``--bands``, ``--id-pattern``; see
+        :func:`lensclf.load_class_folders`); then every input must be one of
+        them (an error for files, stores, DeepLense layouts and ``catalog``).
     tta, prior : optional
         As :class:`LensClassifier`'s parameters (default: the model's).
     batch_size : int, optional
@@ -541,7 +639,13 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
     if catalog is None and not inputs:
         raise ValueError("give at least one INPUT (.npy or FITS file, folder, or zarr store), or --catalog")
     check_fit_size(fit_size)
+    layout = _layout_options(classes, bands, id_pattern)
+    if layout and catalog is not None:
+        raise ValueError(f"{' and '.join(LAYOUT_OPTIONS[k] for k in LAYOUT_OPTIONS if k in layout)}: class-folder "
+                         "options apply to INPUT folders, not to the files of --catalog")
     if scheduler is not None:
+        if layout:
+            check_layout(inputs[0], input_kind(inputs[0]), layout)
         if catalog is not None or len(inputs) != 1 or not is_zarr_store(inputs[0]) or fit_size != "error" \
                 or errors != "raise":
             raise ValueError("--scheduler scores one zarr store (made by lensclf pack), without --catalog, "
@@ -552,15 +656,16 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
         _say(f"scored {n_rows:,} cutout(s) on the cluster ({n_done:,} block(s) done by an earlier run); "
              f"wrote {out}", quiet)
         return n_rows, []
-    extra_columns = []
+    extra_columns, skipped = [], []
     if catalog is not None:
         items, extra_columns = read_catalog(catalog)
         taken = {"source", "index", "id", "score", "fit_size"}
         extra_columns = [f"catalog_{name}" if name in taken else name for name in extra_columns]
     else:
-        items = expand_inputs(inputs)
+        items = expand_inputs(inputs, errors, skipped, layout)  # objects missing a band file: into skipped
     clf = _load_model(model_path, device=device, tta=tta or None, prior=prior, batch_size=batch_size)
-    plan, skipped = plan_inputs(items, clf.input_shape_, errors, fit_size)
+    plan, planned_skipped = plan_inputs(items, clf.input_shape_, errors, fit_size)
+    skipped += planned_skipped
     columns = extra_columns + ["source", "index", "id", "score"] + (["fit_size"] if fit_size != "error" else [])
     total = sum(len(item[1] if item[0] == "files" else item[2]) for item in plan)
     with ScoreTable(out, columns) as table, tqdm(total=total, desc="scoring", unit="img", disable=quiet) as bar:
@@ -584,17 +689,21 @@ def run_predict(model_path, inputs, out, *, catalog=None, tta=False, prior=None,
 # --------------------------------------------------------------------------- pack
 
 
-def _pack_sources(inputs, split, errors):
-    """``(sources, labels, skipped)`` of ``lensclf pack``'s inputs: labelled layouts give their labels, files -1."""
+def _pack_sources(inputs, split, errors, layout=None):
+    """``(sources, labels, skipped)`` of ``lensclf pack``'s inputs: labelled layouts give their labels, files and
+    band folders -1; ``layout``: the class-folder options, refused for inputs other than class and band folders."""
+    layout = layout or {}
     sources, labels, skipped = [], [], []
     for item in inputs:
         item = os.fspath(item)
-        if os.path.isdir(item) and is_class_layout(item):
-            found, found_labels, _, problems = find_class_folders(item)
+        kind = input_kind(item, layout.get("classes"))
+        check_layout(item, kind, layout)
+        if kind in ("class_folders", "band_folders"):
+            found, found_labels, _, problems = layout_sources(item, kind, layout)
             if problems and errors == "raise":
                 raise problems_error(problems, "also have problems", hint=". Pass --errors skip to leave them out")
             skipped += problems
-        elif os.path.isdir(item) and all(os.path.isdir(os.path.join(item, f.name)) for f in class_folders(split)):
+        elif kind == "deeplense" and all(os.path.isdir(os.path.join(item, f.name)) for f in class_folders(split)):
             found, found_labels = [], []
             for folder in class_folders(split):
                 files = expand_inputs([os.path.join(item, folder.name)])
@@ -608,21 +717,27 @@ def _pack_sources(inputs, split, errors):
     return sources, labels, skipped
 
 
-def run_pack(inputs, out, *, split="train", chunk_rows=None, append=False, errors="raise", quiet=False):
+def run_pack(inputs, out, *, split="train", classes=None, bands=None, id_pattern=None, chunk_rows=None, append=False,
+             errors="raise", quiet=False):
     """Pack cutouts into one chunked zarr store (what ``lensclf pack`` does).
 
     Parameters
     ----------
     inputs : sequence of str or path-like
         Cutout files (``.npy``, FITS), folders of them (label -1: unknown),
-        DeepLense-layout folders (the ``split``'s cutouts, with their labels) or
+        DeepLense-layout folders (the ``split``'s cutouts, with their labels),
         class folders (``lens/``, ``nolens/``, with or without band folders; with
-        their labels).
+        their labels) or folders of band folders (``Band1/ Band2/ ...``: one
+        row per object, label -1).
     out : str or path-like
         The store folder (``*.zarr``). An interrupted run is resumed by the same
         command.
     split : {"train", "test"}, default="train"
         The split packed from DeepLense-layout inputs.
+    classes, bands, id_pattern : optional
+        How class folders and band folders are read (``--classes``,
+        ``--bands``, ``--id-pattern``; see :func:`lensclf.load_class_folders`);
+        then every input must be one of them.
     chunk_rows, append, errors
         As :func:`lensclf.pack_cutouts`.
     quiet : bool, default=False
@@ -635,7 +750,7 @@ def run_pack(inputs, out, *, split="train", chunk_rows=None, append=False, error
     """
     if not inputs:
         raise ValueError("give at least one INPUT (cutout file, folder, DeepLense or class-folder layout)")
-    sources, labels, skipped = _pack_sources(inputs, split, errors)
+    sources, labels, skipped = _pack_sources(inputs, split, errors, _layout_options(classes, bands, id_pattern))
     summary = pack_cutouts(sources, out, labels=labels, chunk_rows=chunk_rows, append=append, errors=errors,
                            progress=not quiet)
     _report_skipped(skipped + summary["skipped"])
