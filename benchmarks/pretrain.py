@@ -21,6 +21,10 @@ index, so the stream continues where it stopped).
 
     python benchmarks/pretrain.py --out pretrain-run --images 409600
     python benchmarks/pretrain.py --out pretrain-run --export lensclf/weights/resnet18_lens.safetensors
+
+A finished run can be continued on further distinct shards with a warm restart of the schedule:
+
+    python benchmarks/pretrain.py --out pretrain-run --images 409600 --restart 2000:1e-3
 """
 
 import argparse
@@ -124,7 +128,11 @@ def build(seed):
     return model, ema
 
 
-def lr_at(step, total, peak, warmup):
+def lr_at(step, total, peak, warmup, restart=None):
+    """Warm-up then cosine decay to 2 % of ``peak``; ``restart=(step0, peak2)`` starts a second cosine
+    (a warm restart with a 50-step warm-up) at ``step0`` that ends at ``total``."""
+    if restart is not None and step >= restart[0]:
+        return lr_at(step - restart[0], total - restart[0], restart[1], 50)
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -180,6 +188,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--validate-every", type=int, default=200)
+    parser.add_argument("--restart", default=None, metavar="STEP:LR",
+                        help="continue a finished run with a warm restart: from STEP on, a new cosine from LR to the new total")
     parser.add_argument("--export", default=None, help="write the backbone of the checkpoint to this file and stop")
     parser.add_argument("--export-weights", choices=["live", "ema"], default="live",
                         help="export the trained weights or their moving average (choose by the check set's AUC)")
@@ -206,6 +216,10 @@ def main(argv=None):
         augment = state["augment"]
         step, shard_done, cpu0 = state["step"], state["shards"], state["cpu_s"]
         print(f"resumed at step {step}, shard {shard_done}", flush=True)
+    restart = None
+    if args.restart:
+        at, lr2 = args.restart.split(":")
+        restart = (int(at), float(lr2))
     steps_per_shard = SHARD // args.batch_size
     n_shards = args.images // SHARD
     total_steps = n_shards * steps_per_shard
@@ -228,7 +242,7 @@ def main(argv=None):
             xb = augment.augment(X[b * args.batch_size:(b + 1) * args.batch_size])
             yb = y[b * args.batch_size:(b + 1) * args.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, args.lr, args.warmup)
+                group["lr"] = lr_at(step, total_steps, args.lr, args.warmup, restart)
             loss = criterion(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -74,9 +74,12 @@ class TestCurve(Callback):
                              "test_auc": round(float(roc_auc_score(self.y_test, scores)), 4)})
 
 
-def run_config(name, X, y, X_test, y_test, epochs, seed):
+def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None):
     records = []
-    params = dict(CONFIGS[name], max_epochs=epochs, random_state=seed, verbose=0,
+    config = dict(CONFIGS[name])
+    if weights_file and config.get("weights") == "lens":
+        config["weights"] = weights_file  # a candidate backbone in place of the shipped one
+    params = dict(config, max_epochs=epochs, random_state=seed, verbose=0,
                   callbacks=[("test_curve", TestCurve(X_test, y_test, records))])
     cpu0 = time.process_time()
     clf = LensClassifier(**params).fit(X, y)
@@ -146,6 +149,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="transfer.jsonl")
+    parser.add_argument("--weights-file", default=None,
+                        help="a candidate backbone (.safetensors) used in place of the shipped one by the 'lens' "
+                             "configs; their rows are named CONFIG@FILE-NAME")
     parser.add_argument("--summary", default=None, metavar="JSONL")
     args = parser.parse_args(argv)
     if args.summary:
@@ -161,7 +167,10 @@ def main(argv=None):
     for family in families:
         n_test = args.n_test * 5 // 2 if family == "deep_5band_asinh" else args.n_test  # 1:100: enough lenses
         data = None
-        for config in args.configs:
+        for config_name in args.configs:
+            config = config_name
+            if args.weights_file and CONFIGS.get(config_name, {}).get("weights") == "lens":
+                config = f"{config_name}@{os.path.basename(args.weights_file)}"
             key = (family, config, args.n_train, args.n_train_lenses, args.epochs)
             if key in done:
                 continue
@@ -171,7 +180,7 @@ def main(argv=None):
             if config == "notebook64":
                 result = run_notebook(X, y, X_test, y_test, args.epochs, args.seed)
             else:
-                result = run_config(config, X, y, X_test, y_test, args.epochs, args.seed)
+                result = run_config(config_name, X, y, X_test, y_test, args.epochs, args.seed, args.weights_file)
             row = {"family": family, "config": config, "n_train": args.n_train, "n_train_lenses": args.n_train_lenses,
                    "epochs": args.epochs, "n_test": len(y_test), "test_lenses": int(y_test.sum()),
                    "development": family == DEVELOPMENT, **result}
