@@ -44,9 +44,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--k", type=int, default=2_000)
+    parser.add_argument("--configs", nargs="+", default=["1x2", "2x1"], help="WORKERSxTHREADS LocalClusters")
+    parser.add_argument("--resume-n", type=int, nargs="*", default=None,
+                        help="the N at which the kill-and-resume run is timed (default: every N; none: skip)")
     parser.add_argument("--dir", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    configs = [tuple(int(v) for v in c.split("x")) for c in args.configs]
+    resume_n = args.n if args.resume_n is None else args.resume_n
     work = tempfile.mkdtemp(prefix="bench-cluster-", dir=args.dir)
     lensclf = [sys.executable, "-m", "lensclf"]
     try:
@@ -61,7 +66,8 @@ def main(argv=None):
             row = {"n": n, "single_process": {"wall_s": round(single["wall_s"], 1),
                                               "images_per_s": round(n / single["wall_s"], 1),
                                               "peak_rss_mib": round(single["peak_rss_mib"], 1)}}
-            for workers, threads in ((1, 2), (2, 1)):
+            print(row, flush=True)
+            for workers, threads in configs:
                 with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, Client(cluster) as client:
                     out = os.path.join(work, f"cluster{workers}x{threads}.csv")
@@ -74,6 +80,11 @@ def main(argv=None):
                             "vs_single": round(single["wall_s"] / stats["wall_s"], 3),
                             "client_peak_rss_mib": round(stats["peak_rss_mib"], 1),
                             "worker_peak_rss_mib": sorted(round(v, 1) for v in peaks.values())}
+                print({key: row[key]}, flush=True)
+            if n not in resume_n:
+                shutil.rmtree(store, ignore_errors=True)
+                result["runs"].append(row)
+                continue
             # resume: kill the command half-way, then rerun it
             out = os.path.join(work, "resume.zarr")
             command = [*lensclf, "predict", model, store, "--out", out, "--quiet", "--scheduler", "local:2"]
