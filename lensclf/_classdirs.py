@@ -167,6 +167,9 @@ def find_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
                                 [(folder, "no cutout files")])
         sources += objects
         labels += [label] * len(objects)
+    if bands is not None and used_bands is None:
+        raise ValueError(f"{root}: bands {','.join(bands)} given, but its class folders hold cutout files, "
+                         "not band folders")
     return sources, np.asarray(labels, dtype=np.int64), used_bands, problems
 
 
@@ -228,7 +231,7 @@ def find_band_folders(root, bands=None, *, id_pattern=DEFAULT_ID_PATTERN):
 
 
 def load_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_PATTERN, errors="raise",
-                       return_paths=False, return_skipped=False, n_threads=None):
+                       return_paths=False, return_skipped=False, return_bands=False, n_threads=None):
     """Load a folder of class folders (``lens/`` and ``nolens/``...), with or without band sub-folders.
 
     Parameters
@@ -242,8 +245,8 @@ def load_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
     bands : sequence of str, optional
         The band sub-folders, in the order of the cutouts' bands (e.g.
         ``["Band3", "Band1", "Band2"]`` for g, r, i). Default: all sub-folders, in
-        natural name order (``Band1``, ``Band2``, ...). Ignored when the class
-        folders hold the cutout files themselves.
+        natural name order (``Band1``, ``Band2``, ...). A :class:`ValueError`
+        when the class folders hold the cutout files themselves.
     id_pattern : str, default=r"(\\d+)(?!.*\\d)"
         Regular expression whose first group is the object ID in a band file's
         name (default: its last number).
@@ -255,6 +258,9 @@ def load_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
         with ``" + "``, in band order).
     return_skipped : bool, default=False
         Also return the ``(path, reason)`` list of everything left out.
+    return_bands : bool, default=False
+        Also return the band folders in the order used (``None`` when the class
+        folders hold the cutout files themselves).
     n_threads : int, optional
         Threads reading files.
 
@@ -264,10 +270,11 @@ def load_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
     y : ndarray of shape (n_cutouts,), int64
     paths : list of str, only with ``return_paths``
     skipped : list of (str, str), only with ``return_skipped``
+    bands : list of str or None, only with ``return_bands``
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-    sources, labels, _, problems = find_class_folders(root, classes, bands=bands, id_pattern=id_pattern)
+    sources, labels, used_bands, problems = find_class_folders(root, classes, bands=bands, id_pattern=id_pattern)
     X, bad = read_cutouts(sources, n_threads) if sources else (np.empty((0, 0, 0, 0), np.float32), {})
     problems = problems + [(str(sources[i]), reason) for i, reason in sorted(bad.items())]
     kept = np.array([i for i in range(len(sources)) if i not in bad], dtype=np.intp)
@@ -284,4 +291,6 @@ def load_class_folders(root, classes=None, *, bands=None, id_pattern=DEFAULT_ID_
         result.append([str(sources[i]) for i in kept])
     if return_skipped:
         result.append(problems)
+    if return_bands:
+        result.append(used_bands)
     return tuple(result)

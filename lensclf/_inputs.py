@@ -27,8 +27,8 @@ from ._layout import CLASS_FOLDERS, natural_key
 from ._npy import npy_shape
 from ._zarr import LensZarrArray, is_zarr_store
 
-__all__ = ["LAYOUT_OPTIONS", "check_layout", "expand_inputs", "input_kind", "layout_sources", "plan_inputs",
-           "read_input_files"]
+__all__ = ["LAYOUT_OPTIONS", "check_layout", "expand_inputs", "folder_options", "input_kind", "layout_sources",
+           "plan_inputs", "read_input_files"]
 
 #: The class-folder options, in the ``layout`` dicts of the workflows, and their command-line names.
 LAYOUT_OPTIONS = {"classes": "--classes", "bands": "--bands", "id_pattern": "--id-pattern"}
@@ -73,6 +73,11 @@ def check_layout(path, kind, layout):
                      "(Band1/ Band2/ ...)")
 
 
+def folder_options(layout):
+    """The keyword arguments of ``layout`` that the folder listers take (``bands``, ``id_pattern``)."""
+    return {key: layout[key] for key in ("bands", "id_pattern") if key in (layout or {})}
+
+
 def layout_sources(path, kind, layout=None):
     """``(sources, labels, bands, problems)`` of class folders or band folders (``kind`` of :func:`input_kind`).
 
@@ -82,16 +87,13 @@ def layout_sources(path, kind, layout=None):
     cutout files: then ``bands`` given is a :class:`ValueError`, not ignored).
     """
     layout = layout or {}
-    options = {key: layout[key] for key in ("bands", "id_pattern") if key in layout}
+    options = folder_options(layout)
     if kind == "class_folders":
         sources, labels, bands, problems = find_class_folders(path, layout.get("classes"), **options)
         labels = [int(label) for label in labels]
     else:
         sources, bands, problems = find_band_folders(path, **options)
         labels = [-1] * len(sources)
-    if layout.get("bands") is not None and bands is None:
-        raise ValueError(f"{path}: --bands {','.join(layout['bands'])} given, but its class folders hold cutout "
-                         "files, not band folders")
     return sources, labels, bands, problems
 
 

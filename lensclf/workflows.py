@@ -35,7 +35,8 @@ from ._history import history_records
 from ._catalog import read_catalog
 from ._checks import problems_error, value_problems
 from ._inputs import (
-    LAYOUT_OPTIONS, check_layout, expand_inputs, input_kind, layout_sources, plan_inputs, read_input_files,
+    LAYOUT_OPTIONS, check_layout, expand_inputs, folder_options, input_kind, layout_sources, plan_inputs,
+    read_input_files,
 )
 from ._layout import class_folders, count_cutouts, load_lens_dir
 from ._npy import open_lens_stack
@@ -196,22 +197,24 @@ def _data_kind(data_dir, layout):
     return kind if kind in ("zarr", "class_folders") else "deeplense"
 
 
-def _describe_data(data_dir, split, layout=None):
-    """What ``training_data`` records of ``data_dir``: its layout, the band folders in the order used, and
-    the class-folder options given (``classes``, ``id_pattern``)."""
+def _describe_data(data_dir, split, layout=None, bands=None):
+    """What ``training_data`` records of ``data_dir``: its layout, the band folders in the order used
+    (``bands``, as :func:`_load_split` returned them), and the class-folder options given (``classes``,
+    ``id_pattern``)."""
     layout = layout or {}
     kind = _data_kind(data_dir, layout)
     if kind == "zarr":
         return {"layout": "zarr"}
     if kind == "deeplense":
         return {"layout": "deeplense", "split": split}
-    bands = layout_sources(data_dir, kind, layout)[2]
     given = {key: layout[key] for key in ("classes", "id_pattern") if key in layout}
     return {"layout": "class_folders", **({"bands": bands} if bands else {}), **given}
 
 
 def _load_split(data_dir, split, errors, cache=None, layout=None):
-    """The labelled cutouts of ``data_dir``, with paths; skipped files are listed on stderr instead of warned.
+    """``(X, y, paths, skipped, bands)``: the labelled cutouts of ``data_dir``, their paths, the files left
+    out (listed on stderr instead of warned) and the band folders in the order used (``None`` but for
+    class folders with band sub-folders).
 
     A DeepLense layout gives its ``split``; class folders (``lens/``, ``nolens/``, or those of
     ``layout["classes"]``, with or without band sub-folders) give all their objects, and a zarr store
@@ -220,8 +223,6 @@ def _load_split(data_dir, split, errors, cache=None, layout=None):
     """
     layout = layout or {}
     kind = _data_kind(data_dir, layout)
-    if kind == "class_folders" and "bands" in layout:
-        layout_sources(data_dir, kind, layout)  # refuses --bands for class folders of cutout files
     if kind == "zarr":
         store = LensZarrArray(data_dir)
         labelled = np.flatnonzero(store.labels >= 0)
@@ -229,20 +230,21 @@ def _load_split(data_dir, split, errors, cache=None, layout=None):
             raise LensDataError(f"{data_dir}: the store's rows have no labels (it was packed from unlabelled "
                                 "files); pack a labelled layout to train or evaluate on it", [(data_dir, "no labels")])
         X = LensZarrArray(data_dir, rows=labelled)
-        return X, X.labels.astype(np.int64), [str(s) for s in X.sources], []
+        return X, X.labels.astype(np.int64), [str(s) for s in X.sources], [], None
+    bands = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LensDataWarning)
         if kind == "class_folders":
-            options = {key: layout[key] for key in ("bands", "id_pattern") if key in layout}
-            X, y, paths, skipped = load_class_folders(
-                data_dir, layout.get("classes"), **options, errors=errors, return_paths=True, return_skipped=True
+            X, y, paths, skipped, bands = load_class_folders(
+                data_dir, layout.get("classes"), **folder_options(layout), errors=errors, return_paths=True,
+                return_skipped=True, return_bands=True,
             )
         else:
             X, y, paths, skipped = load_lens_dir(
                 data_dir, split, errors=errors, return_paths=True, return_skipped=True, cache=cache
             )
     _report_skipped(skipped)
-    return X, y, paths, skipped
+    return X, y, paths, skipped, bands
 
 
 # --------------------------------------------------------------------------- train
@@ -373,7 +375,7 @@ def run_train(data_dir, run_dir, params=None, *, classes=None, bands=None, id_pa
         layout = _resumed_layout(saved_layout, layout, params_path)
     else:
         check_output_folder(run_dir, overwrite, "Run folder", "pass --overwrite")
-    X, y, _, _ = _load_split(data_dir, "train", errors, cache=cache or None, layout=layout)
+    X, y, _, _, bands = _load_split(data_dir, "train", errors, cache=cache or None, layout=layout)
     n_lenses = int(np.count_nonzero(y == 1))
     _say(f"data: {data_dir}", quiet)
     _say(f"  train: {n_lenses:,} lenses, {len(y) - n_lenses:,} non-lenses "
@@ -404,7 +406,7 @@ def run_train(data_dir, run_dir, params=None, *, classes=None, bands=None, id_pa
     model_path = os.path.join(run_dir, MODEL_FILE_NAME)
     training_data = {
         "data_dir": os.path.abspath(data_dir),
-        **_describe_data(data_dir, "train", layout),
+        **_describe_data(data_dir, "train", layout, bands),
         "n_lenses": n_lenses,
         "n_nonlenses": int(len(y) - n_lenses),
     }
@@ -480,7 +482,7 @@ def run_evaluate(model_path, data_dir, report_dir, *, split="test", classes=None
     check_output_folder(report_dir, overwrite, "Report folder", "pass --overwrite")
     check_fit_size(fit_size)
     clf = _load_model(model_path, device=device, tta=tta or None, prior=prior, threshold=threshold)
-    X, y, paths, _ = _load_split(data_dir, split, errors, layout=layout)
+    X, y, paths, _, _ = _load_split(data_dir, split, errors, layout=layout)
     _check_size(clf, X.shape[1:], fit_size, data_dir)
     scores = _score(clf, X, quiet=quiet, fit_size=fit_size)
     names = [_relative(path, data_dir) for path in paths]
@@ -812,7 +814,7 @@ def run_demo(out_dir="lensclf-demo", *, fast=False, overwrite=False, quiet=False
 
     _say(f"2/4 training for {epochs} epoch(s) on {sizes['n_train_lenses']:,} lenses and "
          f"{sizes['n_train_nonlenses']:,} non-lenses", quiet)
-    X, y, _, _ = _load_split(data_dir, "train", "raise")
+    X, y, _, _, _ = _load_split(data_dir, "train", "raise")
     params = {"max_epochs": epochs, "random_state": DEMO_SEED}
     if fast:
         params["batch_size"] = 16
@@ -822,7 +824,7 @@ def run_demo(out_dir="lensclf-demo", *, fast=False, overwrite=False, quiet=False
                               "n_lenses": sizes["n_train_lenses"], "n_nonlenses": sizes["n_train_nonlenses"]})
 
     _say("3/4 scoring the test split", quiet)
-    X_test, y_test, paths, _ = _load_split(data_dir, "test", "raise")
+    X_test, y_test, paths, _, _ = _load_split(data_dir, "test", "raise")
     scores = _score(clf, X_test, quiet=quiet)
 
     _say("4/4 writing the report", quiet)

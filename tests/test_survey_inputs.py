@@ -184,6 +184,18 @@ def test_the_options_are_refused_for_deeplense_layouts_stores_and_files(survey, 
     assert code == 1 and "not to the files of --catalog" in err
 
 
+def test_bands_for_class_folders_of_cutout_files_is_an_error_not_ignored(tmp_path):
+    with pytest.raises(ValueError, match="hold cutout files, not band folders") as excinfo:
+        lensclf.load_class_folders(SPACE, bands=["Band1"])
+    assert SPACE in str(excinfo.value)
+    code, _, err = run_cli(["train", SPACE, "--out", tmp_path / "run", "--bands", "Band1", *FAST])
+    assert code == 1 and "hold cutout files, not band folders" in err and not (tmp_path / "run").exists()
+    *_, bands = lensclf.load_class_folders(GROUND, bands=GROUND_BANDS[::-1], return_bands=True)
+    assert bands == GROUND_BANDS[::-1]
+    *_, bands = lensclf.load_class_folders(SPACE, return_bands=True)
+    assert bands is None
+
+
 def test_what_each_input_is_taken_for(tmp_path):
     renamed = tmp_path / "renamed"
     shutil.copytree(SPACE, renamed)
