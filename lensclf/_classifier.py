@@ -20,11 +20,11 @@ from ._checkpoint import (
     training_params,
 )
 from ._cpu import retained_heap
-from ._dask import dask_scores, is_dask_array, worker_threads
+from ._dask import dask_scores, is_dask_array, worker_settings
 from ._dataset import LensDataset
 from ._device import resolve_device
 from ._modelfile import read_model, write_model
-from ._net import build_inference_net, build_training_net, strip_training_state
+from ._net import build_inference_net, build_training_net, inference_batch_size, strip_training_state
 from ._models import LensNet
 from ._pixels import scan_images
 from ._validation import PARAMETER_CONSTRAINTS, as_images, check_labels, check_optimizer, check_prediction_params, seed_from
@@ -110,8 +110,12 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         ROC AUC is unaffected.
     threshold : float, default=0.5
         Probability above which ``predict`` says "lens".
-    predict_batch_size : int, default=256
-        Batch size for inference.
+    predict_batch_size : int or None, default=None
+        Batch size for inference (and for the validation split while fitting).
+        ``None``: 64 on the CPU, 256 on a GPU. On the CPU, batches of 64 keep
+        each activation map (16 MiB) under glibc's ``mmap`` threshold, so its
+        memory is reused instead of mapped and zero-filled again for every
+        batch: 1.2x the images/s of batches of 256 (``docs/benchmarks.md``).
     device : {"auto", "cpu", "cuda", ...}, default="auto"
         ``"auto"`` uses CUDA when available; resolved in ``fit`` into ``device_``.
     random_state : int or None, default=None
@@ -171,7 +175,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                  lr=3e-4, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
                  balance="sampler", augment=True, valid_size=0.2, lr_patience=2, lr_schedule="plateau",
                  early_stopping=None, tta=False, prior=None, threshold=0.5,
-                 predict_batch_size=256, device="auto", random_state=None, verbose=1,
+                 predict_batch_size=None, device="auto", random_state=None, verbose=1,
                  checkpoint_dir=None, callbacks=None, cpu_fast_paths=True):
         self.arch = arch
         self.weights = weights
@@ -291,7 +295,8 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
                 "params": params,
             })
         with torch.random.fork_rng(devices=[]), retained_heap(self.cpu_fast_paths == "retain_heap"), \
-                (FitLock(path) if path is not None else contextlib.nullcontext()), worker_threads():
+                (FitLock(path) if path is not None else contextlib.nullcontext()), \
+                worker_settings(heap=bool(self.cpu_fast_paths)):
             torch.manual_seed(seed)
             net, train_set = build_training_net(self, X, y_encoded, train_idx, valid_idx, seed, checkpoint)
             with warnings.catch_warnings():
@@ -319,7 +324,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         module.tta = bool(self.tta)
         module.logit_shift = 0.0 if self.prior is None else (
             math.log(self.prior / (1 - self.prior)) - math.log(self.train_prior_ / (1 - self.train_prior_)))
-        self.net_.iterator_valid__batch_size = self.predict_batch_size
+        self.net_.iterator_valid__batch_size = inference_batch_size(self.predict_batch_size, self.device_)
 
     def _prepared_net(self, X):
         """The fitted net with this estimator's prediction settings, and ``X`` checked."""

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._dask import _require, cached_model, host_threads, model_blob, worker_threads
+from ._dask import _require, cached_model, host_threads, model_blob, worker_settings
 from ._tables import ScoreTable
 from ._zarr import LensZarrArray, _zarr
 
@@ -68,8 +68,9 @@ def open_client(scheduler):
 
 def _score_rows(blob, digest, store_path, start, stop, threads_by_host):
     """Scores of rows ``start:stop`` of the store (runs on a worker)."""
-    with worker_threads(threads_by_host):
-        return cached_model(blob, digest).predict_proba(LensZarrArray(store_path)[start:stop])[:, 1]
+    clf = cached_model(blob, digest)
+    with worker_settings(threads_by_host, heap=bool(clf.cpu_fast_paths)):
+        return clf.predict_proba(LensZarrArray(store_path)[start:stop])[:, 1]
 
 
 def model_identity(clf):

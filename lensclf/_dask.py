@@ -9,11 +9,18 @@ dask array or a cluster is used.
   convention). The fitted classifier is pickled once into a single graph key
   that every block depends on, so a worker receives it once, and each worker
   process unpickles it once (:func:`cached_model`, keyed by its SHA-256).
-- :func:`worker_threads` gives torch the share of the machine's cores that
+- :func:`worker_settings` gives torch the share of the machine's cores that
   fits the worker it runs in: ``cores // threads of all workers on that host``
-  (one torch thread per dask thread when the workers fill the machine). Fits
-  (``GridSearchCV`` under ``joblib.parallel_backend("dask")``) and scoring
-  tasks use it; outside a dask worker it changes nothing.
+  (one torch thread per dask thread when the workers fill the machine), and
+  keeps freed memory in the worker's heap while the task runs
+  (:func:`lensclf._cpu.retained_heap`, unless ``cpu_fast_paths=False``). A
+  dask nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``
+  (``distributed.nanny.pre-spawn-environ``), which turns off glibc's dynamic
+  ``mmap`` threshold: every activation buffer is then mapped and zero-filled
+  again for every batch, 20 times the page faults of a plain process and half
+  its images/s (``docs/scale.md``). Fits (``GridSearchCV`` under
+  ``joblib.parallel_backend("dask")``) and scoring tasks use it; outside a
+  dask worker it changes nothing.
 """
 
 import contextlib
@@ -26,7 +33,9 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-__all__ = ["cached_model", "dask_scores", "host_threads", "is_dask_array", "model_blob", "worker_threads"]
+from ._cpu import retained_heap
+
+__all__ = ["cached_model", "dask_scores", "host_threads", "is_dask_array", "model_blob", "worker_settings"]
 
 _MODELS = {}
 _MODELS_LOCK = threading.Lock()
@@ -116,17 +125,23 @@ _SET_THREADS = threading.Lock()
 
 
 @contextlib.contextmanager
-def worker_threads(threads_by_host=None):
-    """Inside a dask worker: torch uses the worker's share of the host's cores (see the module notes).
+def worker_settings(threads_by_host=None, heap=True):
+    """Inside a dask worker: torch uses the worker's share of the host's cores, and with ``heap`` freed
+    memory stays in the worker's heap until the block ends (see the module notes).
 
-    The setting is per process and left in place (every task of the worker wants the same), so tasks
-    running at once in one worker never undo each other's setting. Outside a worker: nothing changes.
+    The thread setting is per process and left in place (every task of the worker wants the same), so
+    tasks running at once in one worker never undo each other's setting; the heap setting is shared by
+    the tasks running at once and put back by the last to end. Outside a worker: nothing changes.
     """
     budget = _budget(threads_by_host)
-    if budget is not None and budget != torch.get_num_threads():
+    if budget is None:
+        yield
+        return
+    if budget != torch.get_num_threads():
         with _SET_THREADS:
             torch.set_num_threads(budget)
-    yield
+    with retained_heap(heap):
+        yield
 
 
 def _score_block(block, blob, digest, kind, threads_by_host):
@@ -134,8 +149,8 @@ def _score_block(block, blob, digest, kind, threads_by_host):
     if block.shape[0] == 0:
         shape = (0, 2) if kind == "proba" else (0,)
         return np.zeros(shape, dtype=np.float64 if kind != "predict" else object)
-    with worker_threads(threads_by_host):
-        clf = cached_model(blob, digest)
+    clf = cached_model(blob, digest)
+    with worker_settings(threads_by_host, heap=bool(clf.cpu_fast_paths)):
         if kind == "decision":
             return clf.decision_function(block)
         if kind == "proba":

@@ -23,7 +23,8 @@ from ._sampling import balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter
 from ._validation import as_images, check_optimizer
 
-__all__ = ["LensNeuralNet", "build_inference_net", "build_training_net", "module_kwargs", "net_kwargs", "strip_training_state"]
+__all__ = ["CPU_PREDICT_BATCH_SIZE", "GPU_PREDICT_BATCH_SIZE", "LensNeuralNet", "build_inference_net", "build_training_net",
+           "inference_batch_size", "module_kwargs", "net_kwargs", "strip_training_state"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,6 +89,20 @@ def module_kwargs(estimator, in_channels, channel_mean, channel_std, device):
                 fast_paths=bool(estimator.cpu_fast_paths) and torch.device(device).type == "cpu")
 
 
+#: Inference batch size on the CPU when ``predict_batch_size`` is None: activation maps of 16 MiB at
+#: 64 x 64 pixels, under glibc's largest dynamic ``mmap`` threshold (32 MiB), so they are reused.
+CPU_PREDICT_BATCH_SIZE = 64
+#: ... and on a GPU.
+GPU_PREDICT_BATCH_SIZE = 256
+
+
+def inference_batch_size(predict_batch_size, device):
+    """The inference batch size: ``predict_batch_size``, or when it is None the default for ``device``."""
+    if predict_batch_size is not None:
+        return int(predict_batch_size)
+    return CPU_PREDICT_BATCH_SIZE if torch.device(device).type == "cpu" else GPU_PREDICT_BATCH_SIZE
+
+
 def net_kwargs(estimator, device):
     """The skorch arguments shared by training and inference nets."""
     kwargs = dict(
@@ -97,7 +112,7 @@ def net_kwargs(estimator, device):
         batch_size=estimator.batch_size,
         device=device,
         iterator_valid__collate_fn=batch_as_is,
-        iterator_valid__batch_size=estimator.predict_batch_size,
+        iterator_valid__batch_size=inference_batch_size(estimator.predict_batch_size, device),
         callbacks__print_log=EpochTable(),
         verbose=int(estimator.verbose),
         **optimizer_kwargs(estimator, device),

@@ -50,7 +50,7 @@ PARAMETER_CONSTRAINTS = {
     "tta": ["boolean"],
     "prior": [None, _PROBABILITY_OPEN],
     "threshold": [Interval(Real, 0, 1, closed="both")],
-    "predict_batch_size": [_POSITIVE_INT],
+    "predict_batch_size": [None, _POSITIVE_INT],
     "device": [None, str],
     "random_state": ["random_state"],
     "verbose": ["verbose"],

@@ -370,3 +370,16 @@ def test_paths_give_the_same_results_as_arrays(tmp_path):
     np.testing.assert_array_equal(from_paths.channel_mean_, from_arrays.channel_mean_)
     np.testing.assert_array_equal(from_paths.predict_proba(paths), from_arrays.predict_proba(X))
     np.testing.assert_array_equal(from_paths.predict_proba(X), from_arrays.predict_proba(X))
+
+
+def test_the_inference_batch_size_defaults_by_device_and_does_not_change_scores(ring_data):
+    X, y, X_test, _ = ring_data
+    clf = LensClassifier(**{**FAST, "device": "cpu"}).fit(X[:100], y[:100])
+    assert clf.predict_batch_size is None
+    scores = clf.predict_proba(X_test[:150])
+    assert clf.net_.iterator_valid__batch_size == 64  # on the CPU: maps under glibc's mmap threshold
+    clf.set_params(predict_batch_size=7)
+    np.testing.assert_allclose(clf.predict_proba(X_test[:150]), scores, rtol=1e-5, atol=1e-7)
+    assert clf.net_.iterator_valid__batch_size == 7
+    from lensclf._net import inference_batch_size
+    assert inference_batch_size(None, "cuda") == 256 and inference_batch_size(32, "cuda") == 32

@@ -93,6 +93,31 @@ def test_a_lone_single_threaded_worker_scores_with_every_core(fitted):
     assert used == len(os.sched_getaffinity(0))  # the worker's share: all the cores of its host
 
 
+def _heap_inside_and_after(fast_paths):
+    from lensclf._cpu import heap
+    from lensclf._dask import worker_settings
+
+    with worker_settings(heap=fast_paths):
+        inside = heap.current_thresholds()
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), inside, heap.current_thresholds()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
+def test_worker_tasks_keep_freed_memory_in_the_heap_the_nanny_set_to_trim(cluster):
+    from lensclf._cpu import heap
+
+    _, client = cluster
+    env, inside, after = client.submit(_heap_inside_and_after, True, pure=False).result(timeout=60)
+    assert env == "65536"  # what the nanny starts each worker with: every freed buffer handed back
+    assert inside == {heap.M_MMAP_THRESHOLD: 32 << 20, heap.M_TRIM_THRESHOLD: 1 << 30}
+    assert after[heap.M_TRIM_THRESHOLD] == 65536  # the nanny's setting is back once the task ends
+    _, inside, _ = client.submit(_heap_inside_and_after, False, pure=False).result(timeout=60)
+    assert inside[heap.M_TRIM_THRESHOLD] == 65536  # cpu_fast_paths=False: left alone
+    before = heap.current_thresholds()
+    _, inside, after = _heap_inside_and_after(True)
+    assert inside == before == after  # outside a worker: nothing changes
+
+
 def test_grid_search_on_the_cluster_matches_the_sequential_search(cluster):
     X, y = make_ring_images(64, size=16, seed=5)
     params = dict(max_epochs=1, batch_size=16, weights=None, verbose=0, random_state=0, device="cpu")
