@@ -11,7 +11,9 @@ in a fresh process with its peak RSS:
   then rerun; the rerun's wall time and the blocks it skipped.
 
 Peak memory per worker is read from the workers themselves (``resource.getrusage`` in each worker
-process after the run), for each N in ``--n``.
+process after the run), for each N in ``--n``. Starting a LocalCluster leaves the nanny's worker
+environment (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``) in this process's ``os.environ``;
+it is put back after each cluster, or the next single-process command would run on one torch thread.
 
     python benchmarks/bench_cluster.py --n 20000 200000 --out benchmarks/results/cluster.json
 """
@@ -52,6 +54,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     configs = [tuple(int(v) for v in c.split("x")) for c in args.configs]
     resume_n = args.n if args.resume_n is None else args.resume_n
+    environment = dict(os.environ)
     work = tempfile.mkdtemp(prefix="bench-cluster-", dir=args.dir)
     lensclf = [sys.executable, "-m", "lensclf"]
     try:
@@ -75,6 +78,8 @@ def main(argv=None):
                                          "--scheduler", cluster.scheduler_address])
                     assert stats["rc"] == 0, stats
                     peaks = client.run(_worker_peak_mib)
+                os.environ.clear()
+                os.environ.update(environment)  # the nanny set its workers' variables here too
                 key = f"cluster_{workers}x{threads}"
                 row[key] = {"wall_s": round(stats["wall_s"], 1), "images_per_s": round(n / stats["wall_s"], 1),
                             "vs_single": round(single["wall_s"] / stats["wall_s"], 3),

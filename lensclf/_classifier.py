@@ -113,9 +113,10 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     predict_batch_size : int or None, default=None
         Batch size for inference (and for the validation split while fitting).
         ``None``: 64 on the CPU, 256 on a GPU. On the CPU, batches of 64 keep
-        each activation map (16 MiB) under glibc's ``mmap`` threshold, so its
-        memory is reused instead of mapped and zero-filled again for every
-        batch: 1.2x the images/s of batches of 256 (``docs/benchmarks.md``).
+        each activation map (16 MiB) under glibc's largest ``mmap`` threshold,
+        so its memory is reused instead of mapped and zero-filled again for
+        every batch: the same images/s as 256, no page faults and a smaller
+        peak memory (``benchmarks/bench_worker_heap.py``, ``docs/scale.md``).
     device : {"auto", "cpu", "cuda", ...}, default="auto"
         ``"auto"`` uses CUDA when available; resolved in ``fit`` into ``device_``.
     random_state : int or None, default=None

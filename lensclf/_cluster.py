@@ -48,7 +48,12 @@ SCORES_VERSION = 1
 @contextlib.contextmanager
 def open_client(scheduler):
     """A ``distributed.Client``: ``"local:N"`` starts (and stops) a LocalCluster of N worker processes
-    on loopback, one thread each; anything else is the address of a running scheduler."""
+    on loopback, one thread each; anything else is the address of a running scheduler.
+
+    A LocalCluster's nannies put their workers' variables (``OMP_NUM_THREADS=1``,
+    ``MALLOC_TRIM_THRESHOLD_=65536``) into this process's ``os.environ`` and leave them there;
+    they are put back when the cluster stops, so later subprocesses start as they would have.
+    """
     distributed = _require("distributed")
     if scheduler.startswith("local:"):
         try:
@@ -57,10 +62,17 @@ def open_client(scheduler):
                 raise ValueError
         except ValueError:
             raise ValueError(f"--scheduler local:N needs a positive number of workers, got {scheduler!r}") from None
-        with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-                distributed.Client(cluster) as client:
-            yield client
+        environment = dict(os.environ)
+        try:
+            with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                          host="127.0.0.1", dashboard_address=None,
+                                          silence_logs=logging.ERROR) as cluster, \
+                    distributed.Client(cluster) as client:
+                yield client
+        finally:
+            if dict(os.environ) != environment:
+                os.environ.clear()
+                os.environ.update(environment)
     else:
         with distributed.Client(scheduler, timeout="30s") as client:
             yield client

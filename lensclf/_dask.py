@@ -17,8 +17,8 @@ dask array or a cluster is used.
   dask nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``
   (``distributed.nanny.pre-spawn-environ``), which turns off glibc's dynamic
   ``mmap`` threshold: every activation buffer is then mapped and zero-filled
-  again for every batch, 20 times the page faults of a plain process and half
-  its images/s (``docs/scale.md``). Fits (``GridSearchCV`` under
+  again for every batch: 4-5 times the page faults per image of a plain
+  process and 0.5-0.65 of its images/s (``docs/scale.md``). Fits (``GridSearchCV`` under
   ``joblib.parallel_backend("dask")``) and scoring tasks use it; outside a
   dask worker it changes nothing.
 """

@@ -90,7 +90,7 @@ def module_kwargs(estimator, in_channels, channel_mean, channel_std, device):
 
 
 #: Inference batch size on the CPU when ``predict_batch_size`` is None: activation maps of 16 MiB at
-#: 64 x 64 pixels, under glibc's largest dynamic ``mmap`` threshold (32 MiB), so they are reused.
+#: 64 x 64 pixels, under glibc's largest dynamic ``mmap`` threshold (32 MiB), so they are reused (no page faults).
 CPU_PREDICT_BATCH_SIZE = 64
 #: ... and on a GPU.
 GPU_PREDICT_BATCH_SIZE = 256

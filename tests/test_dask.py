@@ -207,6 +207,24 @@ def test_a_killed_run_resumes_and_skips_finished_blocks(fitted, tmp_path):
     assert not os.path.exists(partial)
 
 
+def distributed_nanny_variables():
+    import dask
+
+    return [str(name) for name in dask.config.get("distributed.nanny.pre-spawn-environ")]
+
+
+def test_a_local_cluster_started_for_a_run_leaves_the_environment_as_it_was(fitted, tmp_path, monkeypatch):
+    from lensclf._cluster import score_store
+
+    clf, X, _ = fitted
+    store, _ = _store(tmp_path, X[:40], chunk_rows=32)
+    for name in distributed_nanny_variables():  # left here by the module's own cluster
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    assert score_store(clf, store, tmp_path / "scores.zarr", "local:1", quiet=True) == (40, 0)
+    assert dict(os.environ) == before  # not the nanny's OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_
+
+
 def test_store_scores_lazily_as_a_dask_array_from_zarr(fitted, tmp_path):
     clf, X, _ = fitted
     store, _ = _store(tmp_path, X, chunk_rows=32)
