@@ -16,6 +16,7 @@ environment (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``) in this pr
 it is put back after each cluster, or the next single-process command would run on one torch thread.
 
     python benchmarks/bench_cluster.py --n 20000 200000 --out benchmarks/results/cluster.json
+    python benchmarks/bench_cluster.py --n 1000000 --configs 2x1 --resume-n --no-single   # memory at 10^6
 """
 
 import argparse
@@ -49,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", default=["1x2", "2x1"], help="WORKERSxTHREADS LocalClusters")
     parser.add_argument("--resume-n", type=int, nargs="*", default=None,
                         help="the N at which the kill-and-resume run is timed (default: every N; none: skip)")
+    parser.add_argument("--no-single", action="store_true",
+                        help="skip the single-process command (a memory point: the clusters' rows have no vs_single)")
     parser.add_argument("--dir", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -64,11 +67,14 @@ def main(argv=None):
             store = os.path.join(work, f"s{n}.zarr")
             subprocess.run([*lensclf, "pack", files, "--out", store, "--quiet"], check=True)
             grow_store(store, n)
-            single, _ = measured([*lensclf, "predict", model, store, "--out", os.path.join(work, "single.csv"),
-                                  "--quiet", "--overwrite"])
-            row = {"n": n, "single_process": {"wall_s": round(single["wall_s"], 1),
-                                              "images_per_s": round(n / single["wall_s"], 1),
-                                              "peak_rss_mib": round(single["peak_rss_mib"], 1)}}
+            row = {"n": n}
+            single = None
+            if not args.no_single:
+                single, _ = measured([*lensclf, "predict", model, store, "--out", os.path.join(work, "single.csv"),
+                                      "--quiet", "--overwrite"])
+                row["single_process"] = {"wall_s": round(single["wall_s"], 1),
+                                         "images_per_s": round(n / single["wall_s"], 1),
+                                         "peak_rss_mib": round(single["peak_rss_mib"], 1)}
             print(row, flush=True)
             for workers, threads in configs:
                 with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
@@ -82,9 +88,10 @@ def main(argv=None):
                 os.environ.update(environment)  # the nanny set its workers' variables here too
                 key = f"cluster_{workers}x{threads}"
                 row[key] = {"wall_s": round(stats["wall_s"], 1), "images_per_s": round(n / stats["wall_s"], 1),
-                            "vs_single": round(single["wall_s"] / stats["wall_s"], 3),
                             "client_peak_rss_mib": round(stats["peak_rss_mib"], 1),
                             "worker_peak_rss_mib": sorted(round(v, 1) for v in peaks.values())}
+                if single is not None:
+                    row[key]["vs_single"] = round(single["wall_s"] / stats["wall_s"], 3)
                 print({key: row[key]}, flush=True)
             if n not in resume_n:
                 shutil.rmtree(store, ignore_errors=True)
