@@ -13,7 +13,7 @@ in a fresh process with its peak RSS:
 Peak memory per worker is read from the workers themselves (``resource.getrusage`` in each worker
 process after the run), for each N in ``--n``. Starting a LocalCluster leaves the nanny's worker
 environment (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``) in this process's ``os.environ``;
-it is put back after each cluster, or the next single-process command would run on one torch thread.
+``lensclf._cluster.local_cluster`` puts it back, or the next single-process command would run on one torch thread.
 
     python benchmarks/bench_cluster.py --n 20000 200000 --out benchmarks/results/cluster.json
     python benchmarks/bench_cluster.py --n 1000000 --configs 2x1 --resume-n --no-single   # memory at 10^6
@@ -29,12 +29,13 @@ import tempfile
 import time
 
 import zarr
-from distributed import Client, LocalCluster
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _harness import emit_json  # noqa: E402
 from bench_predict_store import grow_store, measured, model_and_files  # noqa: E402
+
+from lensclf._cluster import local_cluster  # noqa: E402
 
 
 def _worker_peak_mib():
@@ -57,7 +58,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     configs = [tuple(int(v) for v in c.split("x")) for c in args.configs]
     resume_n = args.n if args.resume_n is None else args.resume_n
-    environment = dict(os.environ)
     work = tempfile.mkdtemp(prefix="bench-cluster-", dir=args.dir)
     lensclf = [sys.executable, "-m", "lensclf"]
     try:
@@ -77,15 +77,12 @@ def main(argv=None):
                                          "peak_rss_mib": round(single["peak_rss_mib"], 1)}
             print(row, flush=True)
             for workers, threads in configs:
-                with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, Client(cluster) as client:
+                with local_cluster(workers, threads) as client:  # puts back the nanny's variables in os.environ
                     out = os.path.join(work, f"cluster{workers}x{threads}.csv")
                     stats, _ = measured([*lensclf, "predict", model, store, "--out", out, "--quiet", "--overwrite",
-                                         "--scheduler", cluster.scheduler_address])
+                                         "--scheduler", client.scheduler.address])
                     assert stats["rc"] == 0, stats
                     peaks = client.run(_worker_peak_mib)
-                os.environ.clear()
-                os.environ.update(environment)  # the nanny set its workers' variables here too
                 key = f"cluster_{workers}x{threads}"
                 row[key] = {"wall_s": round(stats["wall_s"], 1), "images_per_s": round(n / stats["wall_s"], 1),
                             "client_peak_rss_mib": round(stats["peak_rss_mib"], 1),

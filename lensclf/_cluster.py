@@ -37,7 +37,7 @@ from ._dask import _require, cached_model, host_threads, model_blob, worker_sett
 from ._tables import ScoreTable
 from ._zarr import LensZarrArray, _zarr
 
-__all__ = ["BLOCK_ROWS", "SCORES_VERSION", "model_identity", "open_client", "score_store"]
+__all__ = ["BLOCK_ROWS", "SCORES_VERSION", "local_cluster", "model_identity", "open_client", "score_store"]
 
 #: Rows scored by one task (rounded up to whole chunks of the input store).
 BLOCK_ROWS = 4096
@@ -46,13 +46,31 @@ SCORES_VERSION = 1
 
 
 @contextlib.contextmanager
-def open_client(scheduler):
-    """A ``distributed.Client``: ``"local:N"`` starts (and stops) a LocalCluster of N worker processes
-    on loopback, one thread each; anything else is the address of a running scheduler.
+def local_cluster(n_workers, threads_per_worker=1):
+    """A ``distributed.Client`` of a LocalCluster of ``n_workers`` worker processes on loopback, stopped on exit.
 
     A LocalCluster's nannies put their workers' variables (``OMP_NUM_THREADS=1``,
     ``MALLOC_TRIM_THRESHOLD_=65536``) into this process's ``os.environ`` and leave them there;
     they are put back when the cluster stops, so later subprocesses start as they would have.
+    """
+    distributed = _require("distributed")
+    environment = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                                      host="127.0.0.1", dashboard_address=None,
+                                      silence_logs=logging.ERROR) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+    finally:
+        if dict(os.environ) != environment:
+            os.environ.clear()
+            os.environ.update(environment)
+
+
+@contextlib.contextmanager
+def open_client(scheduler):
+    """A ``distributed.Client``: ``"local:N"`` starts (and stops) a LocalCluster of N worker processes
+    on loopback, one thread each (:func:`local_cluster`); anything else is the address of a running scheduler.
     """
     distributed = _require("distributed")
     if scheduler.startswith("local:"):
@@ -62,17 +80,8 @@ def open_client(scheduler):
                 raise ValueError
         except ValueError:
             raise ValueError(f"--scheduler local:N needs a positive number of workers, got {scheduler!r}") from None
-        environment = dict(os.environ)
-        try:
-            with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                          host="127.0.0.1", dashboard_address=None,
-                                          silence_logs=logging.ERROR) as cluster, \
-                    distributed.Client(cluster) as client:
-                yield client
-        finally:
-            if dict(os.environ) != environment:
-                os.environ.clear()
-                os.environ.update(environment)
+        with local_cluster(n_workers) as client:
+            yield client
     else:
         with distributed.Client(scheduler, timeout="30s") as client:
             yield client
