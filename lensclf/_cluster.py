@@ -129,8 +129,11 @@ def _progress_store(path, attrs, store, block_rows, overwrite):
     group = zarr.open_group(path, mode="w")
     group.create_array("score", shape=(n,), chunks=(block_rows,), dtype="float64", fill_value=np.nan)
     group.create_array("done", shape=(n_blocks,), chunks=(1,), dtype="bool", fill_value=False)
-    for name, values in (("id", store.ids), ("source", store.sources)):
-        group.create_array(name, shape=(n,), chunks=(block_rows,), dtype=str)[:] = values.astype(str)
+    for name in ("id", "source"):
+        column = group.create_array(name, shape=(n,), chunks=(block_rows,), dtype=str)
+        for start in range(0, n, block_rows):  # a block at a time: the client never holds a whole column
+            stop = min(start + block_rows, n)
+            column[start:stop] = store.meta(name, np.arange(start, stop)).astype(str)
     group.attrs.update({**attrs, "complete": False})
     return group
 
