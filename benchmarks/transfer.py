@@ -44,6 +44,8 @@ CONFIGS = {
     "lens_cos1e-3": dict(weights="lens", scaling="image", lr=1e-3, lr_schedule="cosine"),
     "scratch_cos1e-3": dict(weights=None, scaling="dataset", lr=1e-3, lr_schedule="cosine"),
     "defaults": dict(),                                                    # LensClassifier() as it is now
+    "plateau_auc": dict(lr_schedule="plateau_auc"),                        # the defaults, LR cut on valid AUC
+    "cosine": dict(lr_schedule="cosine"),                                  # the defaults, one cosine decay
 }
 
 
@@ -69,9 +71,12 @@ class TestCurve(Callback):
                                 for i in range(0, len(self.X_test), 512)]).numpy()
         module.train()
         self.excluded += time.process_time() - start
+        last = net.history[-1]
         self.records.append({"epoch": len(net.history), "images": self.images,
                              "cpu_s": round(time.process_time() - self.cpu0 - self.excluded, 1),
-                             "test_auc": round(float(roc_auc_score(self.y_test, scores)), 4)})
+                             "test_auc": round(float(roc_auc_score(self.y_test, scores)), 4),
+                             "valid_auc": round(float(last.get("valid_auc", float("nan"))), 4),
+                             "lr": float(last.get("lr", float("nan")))})
 
 
 def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None):

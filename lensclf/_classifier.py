@@ -94,8 +94,11 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     lr_patience : int, default=2
         Epochs without improvement of the validation loss before the learning
         rate is divided by 10 (``ReduceLROnPlateau``).
-    lr_schedule : {"plateau", "cosine"}, default="plateau"
-        ``"plateau"``: ``ReduceLROnPlateau`` as above; ``"cosine"``: one cosine
+    lr_schedule : {"plateau", "plateau_auc", "cosine"}, default="plateau"
+        ``"plateau"``: ``ReduceLROnPlateau`` as above; ``"plateau_auc"``: the
+        same cut when the validation AUC (rank-based, so not moved by the
+        validation split's imbalance) has not risen for ``lr_patience``
+        epochs (the training AUC without a validation split); ``"cosine"``: one cosine
         decay from ``lr`` to ``lr / 100`` over ``max_epochs`` (no dependence on
         the noisy validation loss; ``lr_patience`` unused).
     early_stopping : int or None, default=None

@@ -45,7 +45,7 @@ PARAMETER_CONSTRAINTS = {
     "augment": ["boolean"],
     "valid_size": [None, _PROBABILITY_OPEN],
     "lr_patience": [_POSITIVE_INT],
-    "lr_schedule": [StrOptions({"plateau", "cosine"})],
+    "lr_schedule": [StrOptions({"plateau", "plateau_auc", "cosine"})],
     "early_stopping": [None, _POSITIVE_INT],
     "tta": ["boolean"],
     "prior": [None, _PROBABILITY_OPEN],
