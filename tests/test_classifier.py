@@ -173,6 +173,42 @@ def test_restores_best_epoch_weights():
     assert restored_auc == pytest.approx(valid_auc.max(), abs=1e-9)
 
 
+def _plateau_lrs(scores, lr, patience, higher_is_better):
+    """The learning rate of each epoch under torch's ReduceLROnPlateau rule (factor 0.1, rel threshold 1e-4)."""
+    best, bad, lrs = -np.inf if higher_is_better else np.inf, 0, []
+    for score in scores:
+        lrs.append(lr)
+        improved = score > best * (1 + 1e-4) if higher_is_better else score < best * (1 - 1e-4)
+        best, bad = (score, 0) if improved else (best, bad + 1)
+        if bad > patience:
+            lr, bad = lr * 0.1, 0
+    return lrs
+
+
+@pytest.mark.parametrize("schedule, monitor, higher_is_better", [
+    ("plateau", "valid_loss", False), ("plateau_auc", "valid_auc", True)])
+def test_plateau_schedules_cut_the_rate_on_their_own_validation_score(schedule, monitor, higher_is_better):
+    # Labels unrelated to the images: neither validation score improves for long, so the rate is cut.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3, 16, 16)).astype(np.float32)
+    y = np.arange(200) % 2
+    clf = LensClassifier(weights=None, max_epochs=6, batch_size=32, lr=1e-3, lr_patience=1, lr_schedule=schedule,
+                         verbose=0, random_state=1).fit(X, y)
+    lrs = np.asarray(clf.history_[:, "lr"])
+    expected = _plateau_lrs(clf.history_[:, monitor], 1e-3, 1, higher_is_better)
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    assert lrs[-1] < lrs[0], "precondition: the rate must have been cut at least once"
+
+
+def test_cosine_schedule_decays_to_a_hundredth_over_max_epochs(ring_data):
+    X, y, _, _ = ring_data
+    clf = LensClassifier(max_epochs=4, batch_size=32, lr=1e-3, lr_schedule="cosine", verbose=0,
+                         random_state=0).fit(X[:200], y[:200])
+    epochs = np.arange(4)
+    expected = 1e-5 + (1e-3 - 1e-5) * (1 + np.cos(np.pi * epochs / 4)) / 2
+    np.testing.assert_allclose(clf.history_[:, "lr"], expected, rtol=1e-6)
+
+
 def test_reproducible_with_random_state(ring_data):
     # Bit-for-bit on CPU (on CUDA, atomic-add kernels such as max-pool's backward are not).
     X, y, X_test, _ = ring_data
