@@ -58,10 +58,11 @@ def _counts(n, ratio):
     return n_lenses, n - n_lenses
 
 
-def _simulated(name, n_lenses, n_nonlenses, seed):
+def _simulated(name, n_lenses, n_nonlenses, seed, metadata=False):
     options = dict(_SIMULATOR[name])
     raw = name in ("space_1band_101", "deep_5band_asinh")
-    X, y = make_lenses(n_lenses, n_nonlenses, random_state=seed, normalize="none" if raw else "minmax", **options)
+    X, y, *meta = make_lenses(n_lenses, n_nonlenses, random_state=seed, normalize="none" if raw else "minmax",
+                              return_metadata=metadata, **options)
     if name == "space_1band_101":
         X = X[:, 2:3]  # the i band alone, raw fluxes
     elif name == "deep_5band_asinh":
@@ -71,7 +72,7 @@ def _simulated(name, n_lenses, n_nonlenses, seed):
                   for f, s in ((1.15, 1.5 * sigma[2]), (1.25, 2.5 * sigma[2]))]
         X = np.concatenate([X] + redder, axis=1)
         X = np.arcsinh(X / (3 * sigma[2])).astype(np.float32)
-    return X.astype(np.float32), y
+    return (X.astype(np.float32), y, *meta)
 
 
 # ----------------------------------------------------------------- another recipe
@@ -137,11 +138,13 @@ def _parametric(n_lenses, n_nonlenses, seed, size=64):
     return images[order].astype(np.float32), y[order]
 
 
-def make_family(name, n_train, n_test, seed=0, n_train_lenses=None):
+def make_family(name, n_train, n_test, seed=0, n_train_lenses=None, test_metadata=False):
     """``X_train, y_train, X_test, y_test`` of family ``name``.
 
     ``n_train_lenses`` overrides the training imbalance (e.g. 400 of 800 for a
     balanced small training set). Train and test sets use different seeds.
+    ``test_metadata``: also the simulator's metadata of the test set (a fifth
+    item; the same images; not for ``parametric_arcs``).
     """
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; choose one of {FAMILIES}")
@@ -151,7 +154,9 @@ def make_family(name, n_train, n_test, seed=0, n_train_lenses=None):
     else:
         train_counts = (n_train_lenses, n_train - n_train_lenses)
     test_counts = _counts(n_test, test_ratio)
-    make = _parametric if name == "parametric_arcs" else (lambda a, b, s: _simulated(name, a, b, s))
+    if test_metadata and name == "parametric_arcs":
+        raise ValueError("parametric_arcs is not made by the simulator: it has no metadata")
+    make = _parametric if name == "parametric_arcs" else (lambda a, b, s, m=False: _simulated(name, a, b, s, m))
     X_train, y_train = make(*train_counts, 1000 * seed + 1)
-    X_test, y_test = make(*test_counts, 1000 * seed + 2)
-    return X_train, y_train, X_test, y_test
+    test = make(*test_counts, 1000 * seed + 2, *([True] if test_metadata else []))
+    return (X_train, y_train, *test)
