@@ -109,6 +109,18 @@ def model_identity(clf):
     return digest.hexdigest()
 
 
+def block_bounds(n_rows, block_rows, blocks=None):
+    """``(block, start, stop)`` of each block of ``block_rows`` rows (the last one may be shorter).
+
+    ``blocks``: only these block numbers (default: all of them, in order).
+    """
+    if blocks is None:
+        blocks = range(math.ceil(n_rows / block_rows))
+    for b in blocks:
+        b = int(b)
+        yield b, b * block_rows, min((b + 1) * block_rows, n_rows)
+
+
 def _progress_store(path, attrs, store, block_rows, overwrite):
     """Open the scores store at ``path`` for ``attrs``, creating it (with ids and sources) when needed."""
     zarr = _zarr()
@@ -131,8 +143,7 @@ def _progress_store(path, attrs, store, block_rows, overwrite):
     group.create_array("done", shape=(n_blocks,), chunks=(1,), dtype="bool", fill_value=False)
     for name in ("id", "source"):
         column = group.create_array(name, shape=(n,), chunks=(block_rows,), dtype=str)
-        for start in range(0, n, block_rows):  # a block at a time: the client never holds a whole column
-            stop = min(start + block_rows, n)
+        for _, start, stop in block_bounds(n, block_rows):  # a block at a time: the client never holds a column
             column[start:stop] = store.meta(name, np.arange(start, stop)).astype(str)
     group.attrs.update({**attrs, "complete": False})
     return group
@@ -167,12 +178,11 @@ def score_store(clf, store_path, out, scheduler, *, block_rows=None, overwrite=F
             table = host_threads(client)
             run = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode()).hexdigest()[:16]  # this model and store
             futures, blocks = [], {}
-            for b in pending:
-                start, stop = int(b) * block_rows, min((int(b) + 1) * block_rows, len(store))
+            for b, start, stop in block_bounds(len(store), block_rows, pending):
                 future = client.submit(_score_rows, model, digest, attrs["input"], start, stop, table,
                                        key=f"lensclf-block-{run}-{b}", retries=2)
                 futures.append(future)
-                blocks[future.key] = (int(b), start, stop)
+                blocks[future.key] = (b, start, stop)
             with tqdm(total=len(done), initial=int(done.sum()), desc="blocks", unit="block", disable=quiet,
                       file=sys.stderr) as bar:
                 for future, scores in distributed.as_completed(futures, with_results=True):
@@ -183,8 +193,7 @@ def score_store(clf, store_path, out, scheduler, *, block_rows=None, overwrite=F
     group.attrs.update({"complete": True})
     if progress_path != out:
         with ScoreTable(out, ["source", "index", "id", "score"]) as table:
-            for start in range(0, len(store), block_rows):
-                stop = min(start + block_rows, len(store))
+            for _, start, stop in block_bounds(len(store), block_rows):
                 sources, ids = group["source"][start:stop], group["id"][start:stop]
                 table.write([str(s), i, str(k), float(v)] for i, s, k, v in
                             zip(range(start, stop), sources, ids, group["score"][start:stop]))

@@ -56,6 +56,16 @@ def _store(tmp_path, X, chunk_rows):
     return str(tmp_path / "s.zarr"), paths
 
 
+def test_block_bounds_cover_every_row_once_in_the_asked_order():
+    from lensclf._cluster import block_bounds
+
+    assert list(block_bounds(10, 4)) == [(0, 0, 4), (1, 4, 8), (2, 8, 10)]
+    assert list(block_bounds(8, 4)) == [(0, 0, 4), (1, 4, 8)]
+    assert list(block_bounds(10, 4, np.array([2, 0]))) == [(2, 8, 10), (0, 0, 4)]
+    rows = np.concatenate([np.arange(start, stop) for _, start, stop in block_bounds(1001, 64)])
+    np.testing.assert_array_equal(rows, np.arange(1001))
+
+
 def test_dask_arrays_give_lazy_scores_equal_to_the_in_memory_path(fitted):
     clf, X, _ = fitted
     D = da.from_array(X, chunks=(25, 3, 32, 32))
