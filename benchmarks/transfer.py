@@ -46,6 +46,7 @@ CONFIGS = {
     "defaults": dict(),                                                    # LensClassifier() as it is now
     "plateau_auc": dict(lr_schedule="plateau_auc"),                        # the defaults, LR cut on valid AUC
     "cosine": dict(lr_schedule="cosine"),                                  # the defaults, one cosine decay
+    "robust": dict(scaling="robust"),                                      # the defaults, sky-noise units + asinh
 }
 
 

@@ -61,11 +61,14 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     stem : {"standard", "small"}, default="standard"
         ResNet input stem; ``"small"`` is a 3x3 stride-1 first convolution
         without max-pool.
-    scaling : {"auto", "dataset", "image"}, default="auto"
+    scaling : {"auto", "dataset", "image", "robust"}, default="auto"
         Input scaling inside the network: each band standardised with the
         training set's statistics (``channel_mean_``, ``channel_std_``), or
         each band of each image standardised on its own (the same input for
-        min-max scaled and raw cutouts). ``"auto"``: ``"image"`` with
+        min-max scaled and raw cutouts). ``"robust"``: each band of each
+        image in units of its sky noise (median and median absolute
+        deviation, which bright stars and neighbours do not move),
+        arcsinh-stretched, then standardised. ``"auto"``: ``"image"`` with
         ``weights="lens"`` (pretrained that way), else ``"dataset"``.
     lr : float, default=3e-4
         Learning rate (fine-tuning the lens-pretrained weights; from scratch,

@@ -19,11 +19,13 @@ from torchvision import models
 from ._cpu import resnet_forward
 from ._transforms import dihedral, dihedral_views
 
-__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "resolve_weights", "STEMS", "LensNet", "build_backbone", "standardize_per_image"]
+__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "resolve_weights", "STEMS", "LensNet", "build_backbone", "robust_stretch_per_image",
+           "standardize_per_image"]
 
 #: Input scalings: ``"dataset"`` standardises each band with statistics of the
-#: training set; ``"image"`` standardises each band of each image on its own.
-SCALINGS = ("dataset", "image")
+#: training set; ``"image"`` standardises each band of each image on its own;
+#: ``"robust"`` puts it in sky-noise units (median, MAD) and arcsinh-stretches it.
+SCALINGS = ("dataset", "image", "robust")
 
 
 def resolve_weights(weights, arch, stem):
@@ -53,6 +55,23 @@ def standardize_per_image(x):
     std = x.std(dim=(-2, -1), keepdim=True)
     tiny = 1e-6 * x.abs().amax(dim=(-2, -1), keepdim=True)
     return (x - mean) / torch.where(std > tiny, std, torch.ones_like(std))
+
+def robust_stretch_per_image(x):
+    """Each band of each image in units of its sky noise, arcsinh-stretched, then standardised.
+
+    The sky level and noise are the band's median and 1.4826 x its median
+    absolute deviation, which a bright star or neighbour does not move (unlike
+    the mean and standard deviation); the arcsinh keeps faint arcs near linear
+    while compressing stars. Like :func:`standardize_per_image`, invariant to
+    any per-band affine rescaling of the pixels.
+    """
+    flat = x.flatten(-2)
+    median = flat.median(dim=-1, keepdim=True).values
+    mad = (flat - median).abs().median(dim=-1, keepdim=True).values
+    tiny = 1e-6 * flat.abs().amax(dim=-1, keepdim=True)
+    sigma = torch.where(mad > tiny, 1.4826 * mad, torch.ones_like(mad))
+    return standardize_per_image(torch.asinh((flat - median) / sigma).view_as(x))
+
 
 #: torchvision builders and their ImageNet weights, by architecture name.
 ARCHITECTURES = {
@@ -240,8 +259,9 @@ class LensNet(nn.Module):
     channel_mean, channel_std : sequence of float or None
         Per-channel statistics of the training data, applied as
         ``(x - mean) / std`` inside the network (``scaling="dataset"``).
-    scaling : {"dataset", "image"}
-        ``"image"``: :func:`standardize_per_image` instead of the statistics.
+    scaling : {"dataset", "image", "robust"}
+        ``"image"``: :func:`standardize_per_image` instead of the statistics;
+        ``"robust"``: :func:`robust_stretch_per_image`.
     fast_paths : bool
         Compute the ResNet with :func:`lensclf._cpu.resnet_forward` when the
         input is on the CPU (same function, faster; the modules are unchanged).
@@ -274,6 +294,8 @@ class LensNet(nn.Module):
         """The network's input scaling (and resize) of a batch."""
         if self.scaling == "image":
             x = standardize_per_image(x)
+        elif self.scaling == "robust":
+            x = robust_stretch_per_image(x)
         else:
             x = (x - self.channel_mean) / self.channel_std
         if self.input_size is not None and x.shape[-1] != self.input_size:

@@ -165,3 +165,27 @@ def test_per_image_scaling_is_invariant_to_the_flux_unit_and_zeroes_constant_ban
         torch.testing.assert_close(standardize_per_image(x * unit), reference, rtol=1e-4, atol=1e-4)
     assert torch.count_nonzero(reference[1, 2]) == 0
     torch.testing.assert_close(reference[0].std(dim=(-2, -1)), torch.ones(3), rtol=1e-3, atol=1e-3)
+
+
+def test_robust_scaling_is_invariant_to_the_flux_unit_and_not_moved_by_a_bright_star():
+    from lensclf._models import robust_stretch_per_image
+
+    rng = np.random.default_rng(0)
+    sky = rng.normal(size=(1, 1, 32, 32)).astype(np.float32)
+    arc = np.zeros_like(sky)
+    arc[0, 0, 8, 4:28] = 5.0  # a faint arc, 5 sky sigma
+    x = torch.from_numpy(np.concatenate([sky + arc, np.full_like(sky, 3.0)], axis=1))  # + a constant band
+    reference = robust_stretch_per_image(x)
+    for unit in (1e-11, 1e-3, 1e6):
+        torch.testing.assert_close(robust_stretch_per_image(x * unit + 0.5 * unit), reference, rtol=1e-4, atol=1e-4)
+    assert torch.count_nonzero(reference[0, 1]) == 0
+    starred = x.clone()
+    starred[0, 0, 20:23, 20:23] += 1e5  # a saturating star in a corner
+    # Mean/std scaling lets the star squash the arc to nothing; median/MAD units keep its contrast with the sky.
+    from lensclf._models import standardize_per_image
+
+    def arc_contrast(scaled):
+        return float(scaled[0, 0, 8, 4:28].mean() - scaled[0, 0, 26:, :16].mean())
+
+    assert arc_contrast(standardize_per_image(starred)) < 0.01
+    assert arc_contrast(robust_stretch_per_image(starred)) > 0.5 * arc_contrast(reference)
