@@ -68,8 +68,9 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         min-max scaled and raw cutouts). ``"robust"``: each band of each
         image in units of its sky noise (median and median absolute
         deviation, which bright stars and neighbours do not move),
-        arcsinh-stretched, then standardised. ``"auto"``: ``"image"`` with
-        ``weights="lens"`` (pretrained that way), else ``"dataset"``.
+        arcsinh-stretched, then standardised. ``"auto"``: ``"robust"`` with
+        ``weights="lens"`` (the best worst-family test AUC, though the weights
+        were pretrained on ``"image"``), else ``"dataset"``.
     lr : float, default=3e-4
         Learning rate (fine-tuning the lens-pretrained weights; from scratch,
         1e-3 was the former default).

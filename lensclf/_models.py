@@ -36,10 +36,15 @@ def resolve_weights(weights, arch, stem):
 
 
 def resolve_scaling(scaling, weights):
-    """``"auto"``: ``"image"`` for the lens-pretrained weights (they were pretrained so), else ``"dataset"``."""
+    """``"auto"``: ``"robust"`` for the lens-pretrained weights, else ``"dataset"``.
+
+    The lens weights were pretrained on ``"image"`` scaling; fine-tuned on
+    ``"robust"`` they did better on the worst held-out family
+    (``docs/benchmarks.md``).
+    """
     if scaling != "auto":
         return scaling
-    return "image" if isinstance(weights, str) and weights.lower() == "lens" else "dataset"
+    return "robust" if isinstance(weights, str) and weights.lower() == "lens" else "dataset"
 
 
 def standardize_per_image(x):

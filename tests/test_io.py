@@ -137,7 +137,7 @@ def test_metadata_readable_without_building_the_network(trained, tmp_path):
     assert meta["fitted"]["classes"] == ["galaxy", "lens"]
     assert meta["fitted"]["input_shape"] == [3, 16, 16]
     assert meta["network"] == {"class": "LensNet", "arch": "resnet18", "stem": "standard",
-                               "input_size": None, "in_channels": 3, "scaling": "image"}  # the lens weights scale per image
+                               "input_size": None, "in_channels": 3, "scaling": "robust"}  # the lens weights: robust per image
     assert len(meta["history"]) == 1
     # Only the header is read: the same metadata over weights that fit no network still reads,
     # while loading the model fails.

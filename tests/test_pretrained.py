@@ -48,10 +48,10 @@ def test_lens_weights_need_the_architecture_they_were_trained_as():
     assert resolve_weights(None, "resnet18", "standard") is None
 
 
-def test_fine_tuning_from_lens_weights_uses_per_image_scaling_and_takes_101_px():
+def test_fine_tuning_from_lens_weights_uses_robust_per_image_scaling_and_takes_101_px():
     X, y = make_ring_images(40, size=101, seed=2, channels=4)
     clf = LensClassifier(weights="lens", **FAST).fit(X, y)
-    assert clf.net_.module_.scaling == "image"  # scaling="auto" follows the weights
+    assert clf.net_.module_.scaling == "robust"  # scaling="auto" follows the weights
     scores = clf.predict_proba(X)[:, 1]
     assert scores.shape == (40,) and np.isfinite(scores).all()
 
