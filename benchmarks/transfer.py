@@ -47,6 +47,7 @@ CONFIGS = {
     "plateau_auc": dict(lr_schedule="plateau_auc"),                        # the defaults, LR cut on valid AUC
     "cosine": dict(lr_schedule="cosine"),                                  # the defaults, one cosine decay
     "robust": dict(scaling="robust"),                                      # the defaults, sky-noise units + asinh
+    "image": dict(scaling="image"),                  # the defaults until 2026-12-02 (rows then named "defaults")
 }
 
 
