@@ -48,6 +48,7 @@ CONFIGS = {
     "cosine": dict(lr_schedule="cosine"),                                  # the defaults, one cosine decay
     "robust": dict(scaling="robust"),                                      # the defaults, sky-noise units + asinh
     "image": dict(scaling="image"),                  # the defaults until 2026-12-02 (rows then named "defaults")
+    "image_plateau_auc": dict(scaling="image", lr_schedule="plateau_auc"),
 }
 
 
