@@ -29,6 +29,8 @@ parametric_arcs        a different recipe, not the simulator: arcs drawn as Gaus
     X_train, y_train, X_test, y_test = make_family("des_wide_psf", n_train=2000, n_test=1500, seed=0)
 """
 
+import functools
+
 import numpy as np
 
 from lensclf import make_lenses
@@ -156,7 +158,7 @@ def make_family(name, n_train, n_test, seed=0, n_train_lenses=None, test_metadat
     test_counts = _counts(n_test, test_ratio)
     if test_metadata and name == "parametric_arcs":
         raise ValueError("parametric_arcs is not made by the simulator: it has no metadata")
-    make = _parametric if name == "parametric_arcs" else (lambda a, b, s, m=False: _simulated(name, a, b, s, m))
+    make = _parametric if name == "parametric_arcs" else functools.partial(_simulated, name)
     X_train, y_train = make(*train_counts, 1000 * seed + 1)
-    test = make(*test_counts, 1000 * seed + 2, *([True] if test_metadata else []))
+    test = _simulated(name, *test_counts, 1000 * seed + 2, True) if test_metadata else make(*test_counts, 1000 * seed + 2)
     return (X_train, y_train, *test)

@@ -19,8 +19,8 @@ from torchvision import models
 from ._cpu import resnet_forward
 from ._transforms import dihedral, dihedral_views
 
-__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "resolve_weights", "STEMS", "LensNet", "build_backbone", "robust_stretch_per_image",
-           "standardize_per_image"]
+__all__ = ["ARCHITECTURES", "LENS_WEIGHTS_FILE", "SCALINGS", "resolve_scaling", "resolve_weights", "STEMS", "LensNet",
+           "build_backbone", "robust_stretch_per_image", "standardize_per_image"]
 
 #: Input scalings: ``"dataset"`` standardises each band with statistics of the
 #: training set; ``"image"`` standardises each band of each image on its own;
@@ -60,6 +60,7 @@ def standardize_per_image(x):
     std = x.std(dim=(-2, -1), keepdim=True)
     tiny = 1e-6 * x.abs().amax(dim=(-2, -1), keepdim=True)
     return (x - mean) / torch.where(std > tiny, std, torch.ones_like(std))
+
 
 def robust_stretch_per_image(x):
     """Each band of each image in units of its sky noise, arcsinh-stretched, then standardised.

@@ -130,12 +130,10 @@ def _callbacks(estimator, has_valid, checkpoint):
     if estimator.lr_schedule == "cosine":  # one cosine decay over the planned epochs
         scheduler = LRScheduler(policy="CosineAnnealingLR", T_max=estimator.max_epochs,
                                 eta_min=0.01 * estimator.lr, event_name="lr")
-    elif estimator.lr_schedule == "plateau_auc":  # cut when the (validation) AUC stops rising
-        scheduler = LRScheduler(policy="ReduceLROnPlateau", monitor="valid_auc" if has_valid else "train_auc",
-                                mode="max", patience=estimator.lr_patience, factor=0.1, event_name="lr")
-    else:
-        scheduler = LRScheduler(policy="ReduceLROnPlateau", monitor="valid_loss" if has_valid else "train_loss",
-                                patience=estimator.lr_patience, factor=0.1, event_name="lr")
+    else:  # cut by 10 when the (validation) loss stops falling, or with "plateau_auc" the AUC stops rising
+        score, mode = ("auc", "max") if estimator.lr_schedule == "plateau_auc" else ("loss", "min")
+        scheduler = LRScheduler(policy="ReduceLROnPlateau", monitor=f"{'valid' if has_valid else 'train'}_{score}",
+                                mode=mode, patience=estimator.lr_patience, factor=0.1, event_name="lr")
     callbacks.append(("lr_scheduler", scheduler))
     if has_valid:
         patience = estimator.early_stopping if estimator.early_stopping is not None else estimator.max_epochs + 1
