@@ -51,20 +51,26 @@ RANGES = {
     "source_radius_low": (0.05, 0.2),
     "source_radius_span": (0.1, 0.5),
 }
+#: ``--ranges wide`` (phase 3): busier environments (more field galaxies, stars and bright neighbours),
+#: still short of the held-out ``crowded_hard`` (5 field galaxies, 2 stars, 60 % bright neighbours).
+WIDE_RANGES = dict(RANGES, field_density=(0.3, 3.5), star_density=(0.0, 1.0),
+                   bright_neighbour_probability=(0.0, 0.45))
+RANGE_SETS = {"base": RANGES, "wide": WIDE_RANGES}
 
 
-def shard_settings(index, seed):
+def shard_settings(index, seed, ranges="base"):
     """The simulator call, pixel scaling and band treatment of shard ``index``."""
     rng = np.random.default_rng([seed, index])
-    lo = lambda key: rng.uniform(*RANGES[key])  # noqa: E731
+    bounds = RANGE_SETS[ranges]
+    lo = lambda key: rng.uniform(*bounds[key])  # noqa: E731
     seeing_low = lo("seeing_low")
     source_low = lo("source_radius_low")
     options = dict(
         difficulty=str(rng.choice(["easy", "medium", "hard"])),
         pixel_scale=float(lo("pixel_scale")),
-        seeing_range=(float(seeing_low), float(min(seeing_low + lo("seeing_span"), RANGES["seeing_max"]))),
+        seeing_range=(float(seeing_low), float(min(seeing_low + lo("seeing_span"), bounds["seeing_max"]))),
         psf_profile=str(rng.choice(["moffat", "gaussian"], p=[0.7, 0.3])),
-        noise_scale=float(math.exp(rng.uniform(*np.log(RANGES["noise_scale"])))),
+        noise_scale=float(math.exp(rng.uniform(*np.log(bounds["noise_scale"])))),
         field_density=float(lo("field_density")),
         star_density=float(lo("star_density")),
         bright_neighbour_probability=float(lo("bright_neighbour_probability")),
@@ -76,12 +82,12 @@ def shard_settings(index, seed):
     return options, scaling, bands, asinh_soft
 
 
-def make_shard(index, seed):
+def make_shard(index, seed, ranges="base"):
     """Simulate shard ``index``: (X float32 (512, 3, 64, 64), y int64)."""
     from lensclf import make_lenses
     from lensclf.simulate import SKY_SIGMA
 
-    options, scaling, bands, soft = shard_settings(index, seed)
+    options, scaling, bands, soft = shard_settings(index, seed, ranges)
     difficulty = options.pop("difficulty")
     for attempt in range(5):  # a drawn pixel scale can be too small for the preset's largest arcs
         try:
@@ -89,7 +95,7 @@ def make_shard(index, seed):
                                normalize="minmax" if scaling == "minmax" else "none", **options)
             break
         except ValueError:
-            options["pixel_scale"] = min(options["pixel_scale"] * 1.1, RANGES["pixel_scale"][1])
+            options["pixel_scale"] = min(options["pixel_scale"] * 1.1, RANGE_SETS[ranges]["pixel_scale"][1])
     if scaling == "asinh":
         sigma = (SKY_SIGMA * options["noise_scale"]).astype(np.float32)[None, :, None, None]
         X = np.arcsinh(X / (soft * sigma)).astype(np.float32)
@@ -100,10 +106,10 @@ def make_shard(index, seed):
     return X.astype(np.float32), y
 
 
-def _producer(queue, start, stop, seed):
+def _producer(queue, start, stop, seed, ranges):
     os.environ["OMP_NUM_THREADS"] = "1"
     for index in range(start, stop):
-        X, y = make_shard(index, seed)
+        X, y = make_shard(index, seed, ranges)
         queue.put((index, X, y))
     queue.put(None)
 
@@ -116,14 +122,14 @@ def _atomic_save(obj, path):
     os.replace(tmp, path)
 
 
-def build(seed):
+def build(seed, scaling="image"):
     import torch
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from lensclf._models import LensNet
 
     torch.manual_seed(seed)
-    model = LensNet(arch="resnet18", weights=None, in_channels=3, stem="standard", scaling="image", fast_paths=True)
+    model = LensNet(arch="resnet18", weights=None, in_channels=3, stem="standard", scaling=scaling, fast_paths=True)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.998), use_buffers=True)
     return model, ema
 
@@ -139,9 +145,9 @@ def lr_at(step, total, peak, warmup, restart=None):
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def validation_set(seed):
+def validation_set(seed, ranges="base"):
     """A fixed check set: two shards beyond the training stream (same ranges)."""
-    parts = [make_shard(10**7 + k, seed) for k in range(2)]
+    parts = [make_shard(10**7 + k, seed, ranges) for k in range(2)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -167,7 +173,7 @@ def export(out, path, which="live"):
     backbone = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     backbone = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in backbone.items()}
     meta = {"format": "lensclf-backbone", "weights": which, "arch": "resnet18", "stem": "standard", "in_channels": "3",
-            "scaling": "image", "images_seen": str(state["step"] * state["args"]["batch_size"]),
+            "scaling": state["args"].get("scaling", "image"), "images_seen": str(state["step"] * state["args"]["batch_size"]),
             "args": json.dumps(state["args"])}
     tmp = f"{path}.tmp-{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -190,6 +196,10 @@ def main(argv=None):
     parser.add_argument("--validate-every", type=int, default=200)
     parser.add_argument("--restart", default=None, metavar="STEP:LR",
                         help="continue a finished run with a warm restart: from STEP on, a new cosine from LR to the new total")
+    parser.add_argument("--scaling", choices=["image", "robust"], default="image",
+                        help="the network's input scaling (lensclf's scaling=...); phases 1-2 used image, phase 3 robust")
+    parser.add_argument("--ranges", choices=sorted(RANGE_SETS), default="base",
+                        help="simulator ranges of the shards (and of the check set): base, or wide (busier fields)")
     parser.add_argument("--export", default=None, help="write the backbone of the checkpoint to this file and stop")
     parser.add_argument("--export-weights", choices=["live", "ema"], default="live",
                         help="export the trained weights or their moving average (choose by the check set's AUC)")
@@ -204,7 +214,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     log = open(os.path.join(args.out, "log.jsonl"), "a")
-    model, ema = build(args.seed)
+    model, ema = build(args.seed, args.scaling)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
     augment = BatchAugmenter(seed=args.seed)
     step, shard_done, cpu0 = 0, 0, 0.0
@@ -223,10 +233,16 @@ def main(argv=None):
     steps_per_shard = SHARD // args.batch_size
     n_shards = args.images // SHARD
     total_steps = n_shards * steps_per_shard
-    X_val, y_val = validation_set(args.seed)
+    X_val, y_val = validation_set(args.seed, args.ranges)
+    if restart is not None and step == restart[0]:  # the check set may differ from the earlier phases': a baseline
+        record = {"step": step, "before_restart": True, "scaling": args.scaling, "ranges": args.ranges,
+                  "val_auc_ema": evaluate(ema.module, X_val, y_val), "val_auc": evaluate(model, X_val, y_val)}
+        print(json.dumps(record), flush=True)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
     queue = mp.get_context("spawn").Queue(maxsize=3)
-    producer = mp.get_context("spawn").Process(target=_producer, args=(queue, shard_done, n_shards, args.seed),
-                                               daemon=True)
+    producer = mp.get_context("spawn").Process(target=_producer,
+                                               args=(queue, shard_done, n_shards, args.seed, args.ranges), daemon=True)
     producer.start()
     criterion = torch.nn.BCEWithLogitsLoss()
     t0, c0 = time.time(), time.process_time()
