@@ -49,6 +49,7 @@ CONFIGS = {
     "robust": dict(scaling="robust"),                                      # the defaults, sky-noise units + asinh
     "image": dict(scaling="image"),                  # the defaults until 2026-12-02 (rows then named "defaults")
     "image_plateau_auc": dict(scaling="image", lr_schedule="plateau_auc"),
+    "lens_robust": dict(weights="lens", scaling="robust"),  # the defaults, spelt out so --weights-file applies
 }
 
 
