@@ -69,8 +69,8 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         image in units of its sky noise (median and median absolute
         deviation, which bright stars and neighbours do not move),
         arcsinh-stretched, then standardised. ``"auto"``: ``"robust"`` with
-        ``weights="lens"`` (the best worst-family test AUC, though the weights
-        were pretrained on ``"image"``), else ``"dataset"``.
+        ``weights="lens"`` (the scaling of the weights' last pretraining
+        phase, and the best worst-family test AUC), else ``"dataset"``.
     lr : float, default=3e-4
         Learning rate (fine-tuning the lens-pretrained weights; from scratch,
         1e-3 was the former default).

@@ -38,9 +38,9 @@ def resolve_weights(weights, arch, stem):
 def resolve_scaling(scaling, weights):
     """``"auto"``: ``"robust"`` for the lens-pretrained weights, else ``"dataset"``.
 
-    The lens weights were pretrained on ``"image"`` scaling; fine-tuned on
-    ``"robust"`` they did better on the worst held-out family
-    (``docs/benchmarks.md``).
+    The lens weights were pretrained on ``"image"`` scaling, then (a third
+    phase) on ``"robust"``; fine-tuned on ``"robust"`` they do best on the
+    worst held-out family (``docs/benchmarks.md``).
     """
     if scaling != "auto":
         return scaling
