@@ -10,8 +10,9 @@ in at least one axis, so that the transfer measured there is honest.
 
 The network is the one :class:`lensclf.LensClassifier` builds with
 ``scaling="image"`` (each band of each cutout standardised on its own, so min-max
-scaled and raw cutouts look alike): a torchvision ResNet18 with the standard stem,
-3 input bands and a one-logit head. AdamW, warm-up then cosine decay over the
+scaled and raw cutouts look alike), or with ``--scaling robust`` (sky-noise units,
+arcsinh, standardised; the shipped backbone's third phase): a torchvision ResNet18
+with the standard stem, 3 input bands and a one-logit head. AdamW, warm-up then cosine decay over the
 planned steps, and an exponential moving average of the weights (and batch-norm
 statistics), which is what gets saved.
 
@@ -25,6 +26,13 @@ index, so the stream continues where it stopped).
 A finished run can be continued on further distinct shards with a warm restart of the schedule:
 
     python benchmarks/pretrain.py --out pretrain-run --images 409600 --restart 2000:1e-3
+
+The shipped backbone's third phase, on robust-scaled input and busier fields (``--ranges wide``;
+the check set is then drawn with those ranges, and the first record after the restart is the
+earlier weights' baseline on it):
+
+    python benchmarks/pretrain.py --out pretrain-run --images 563200 --restart 3200:1e-3 --scaling robust --ranges wide
+    python benchmarks/pretrain.py --out pretrain-run --export lensclf/weights/resnet18_lens.safetensors --export-weights ema
 """
 
 import argparse
