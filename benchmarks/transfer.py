@@ -81,6 +81,7 @@ class TestCurve(Callback):
                              "test_auc": round(float(roc_auc_score(self.y_test, scores)), 4),
                              "valid_auc": round(float(last.get("valid_auc", float("nan"))), 4),
                              "lr": float(last.get("lr", float("nan")))})
+        print(json.dumps({"epoch_record": self.records[-1]}), flush=True)  # progress of long runs
 
 
 def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None):
