@@ -122,6 +122,13 @@ def _producer(queue, start, stop, seed, ranges):
     queue.put(None)
 
 
+def _log_record(log, record):
+    """Print a check-set record and append it to the run's log.jsonl."""
+    print(json.dumps(record), flush=True)
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+
+
 def _atomic_save(obj, path):
     import torch
 
@@ -245,9 +252,7 @@ def main(argv=None):
     if restart is not None and step == restart[0]:  # the check set may differ from the earlier phases': a baseline
         record = {"step": step, "before_restart": True, "scaling": args.scaling, "ranges": args.ranges,
                   "val_auc_ema": evaluate(ema.module, X_val, y_val), "val_auc": evaluate(model, X_val, y_val)}
-        print(json.dumps(record), flush=True)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+        _log_record(log, record)
     queue = mp.get_context("spawn").Queue(maxsize=3)
     producer = mp.get_context("spawn").Process(target=_producer,
                                                args=(queue, shard_done, n_shards, args.seed, args.ranges), daemon=True)
@@ -283,9 +288,7 @@ def main(argv=None):
                       "val_auc_ema": evaluate(ema.module, X_val, y_val),
                       "val_auc": evaluate(model, X_val, y_val), "wall_s": round(time.time() - t0),
                       "cpu_s": round(cpu0 + time.process_time() - c0)}
-            print(json.dumps(record), flush=True)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            _log_record(log, record)
         if step % args.checkpoint_every < steps_per_shard or shard_done == n_shards:
             _atomic_save({"model": model.state_dict(), "ema": ema.state_dict(),
                           "optimizer": optimizer.state_dict(), "augment": augment, "step": step,
@@ -294,8 +297,7 @@ def main(argv=None):
     producer.join()
     record = {"done": True, "step": step, "images": step * args.batch_size,
               "val_auc_ema": evaluate(ema.module, X_val, y_val), "wall_s": round(time.time() - t0)}
-    print(json.dumps(record), flush=True)
-    log.write(json.dumps(record) + "\n")
+    _log_record(log, record)
 
 
 if __name__ == "__main__":
