@@ -50,6 +50,7 @@ CONFIGS = {
     "image": dict(scaling="image"),                  # the defaults until 2026-12-02 (rows then named "defaults")
     "image_plateau_auc": dict(scaling="image", lr_schedule="plateau_auc"),
     "lens_robust": dict(weights="lens", scaling="robust"),  # the defaults, spelt out so --weights-file applies
+    "input64": dict(input_size=64),                          # the defaults, larger cutouts resized to 64 px
 }
 
 
