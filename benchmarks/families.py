@@ -25,6 +25,14 @@ parametric_arcs        a different recipe, not the simulator: arcs drawn as Gaus
                        g r i, 64 px, per-band min-max, 1 : 5
 =====================  =========================================================================
 
+A second development family, added on 2026-12-02 for choices that only concern cutouts larger
+than 64 px (``input_size``), so they need not be made on the held-out ``space_1band_101``:
+
+=====================  =========================================================================
+dev_medium_101         dev_medium's simulator settings on 101 x 101 px cutouts (the same pixel
+                       scale: a wider field, more neighbours in it)
+=====================  =========================================================================
+
     from families import make_family
     X_train, y_train, X_test, y_test = make_family("des_wide_psf", n_train=2000, n_test=1500, seed=0)
 """
@@ -39,13 +47,17 @@ from lensclf.simulate import SKY_SIGMA
 DEVELOPMENT = "dev_medium"
 HELD_OUT = ("des_wide_psf", "space_1band_101", "deep_5band_asinh", "crowded_hard", "parametric_arcs")
 FAMILIES = (DEVELOPMENT,) + HELD_OUT
+#: Development families outside ``FAMILIES`` (not in ``--families all``), asked for by name.
+DEVELOPMENT_EXTRA = ("dev_medium_101",)
 
 #: Lens fraction of the training and test sets of each family (non-lenses per lens).
 IMBALANCE = {"dev_medium": (5, 5), "des_wide_psf": (16, 16), "space_1band_101": (5, 5),
-             "deep_5band_asinh": (5, 100), "crowded_hard": (16, 16), "parametric_arcs": (5, 5)}
+             "deep_5band_asinh": (5, 100), "crowded_hard": (16, 16), "parametric_arcs": (5, 5),
+             "dev_medium_101": (5, 5)}
 
 _SIMULATOR = {
     "dev_medium": dict(difficulty="medium"),
+    "dev_medium_101": dict(difficulty="medium", image_size=101),
     "des_wide_psf": dict(difficulty="medium", pixel_scale=0.263, seeing_range=(1.0, 1.5), psf_profile="gaussian",
                          noise_scale=1.6, einstein_radius_range=(1.0, 2.8)),
     "space_1band_101": dict(difficulty="medium", pixel_scale=0.1, seeing_range=(0.2, 0.3), image_size=101,
@@ -148,8 +160,8 @@ def make_family(name, n_train, n_test, seed=0, n_train_lenses=None, test_metadat
     ``test_metadata``: also the simulator's metadata of the test set (a fifth
     item; the same images; not for ``parametric_arcs``).
     """
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; choose one of {FAMILIES}")
+    if name not in FAMILIES + DEVELOPMENT_EXTRA:
+        raise ValueError(f"unknown family {name!r}; choose one of {FAMILIES + DEVELOPMENT_EXTRA}")
     train_ratio, test_ratio = IMBALANCE[name]
     if n_train_lenses is None:
         train_counts = _counts(n_train, train_ratio)

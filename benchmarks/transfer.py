@@ -12,6 +12,12 @@ the table with the worst held-out family.
 
 Configurations are named sets of ``LensClassifier`` parameters (``CONFIGS``), plus
 ``notebook64``: the notebook pipeline (``notebook_pipeline.py``) at 64 px.
+
+``--ema-probe H`` also keeps an exponential moving average of the weights during
+training (torch's ``AveragedModel``, parameters and batch-norm buffers, decay
+``1 - 1 / (H x steps per epoch)``: a horizon of H epochs) and scores it on the test
+set after every epoch beside the trained weights: a study of weight averaging that
+costs no extra training. Its rows are named ``CONFIG+emaH`` and carry ``ema_curve``.
 """
 
 import argparse
@@ -28,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 from skorch.callbacks import Callback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from families import DEVELOPMENT, FAMILIES, HELD_OUT, make_family  # noqa: E402
+from families import DEVELOPMENT, DEVELOPMENT_EXTRA, FAMILIES, HELD_OUT, make_family  # noqa: E402
 
 from lensclf import LensClassifier, tpr_at_fpr  # noqa: E402
 
@@ -51,30 +57,53 @@ CONFIGS = {
     "image_plateau_auc": dict(scaling="image", lr_schedule="plateau_auc"),
     "lens_robust": dict(weights="lens", scaling="robust"),  # the defaults, spelt out so --weights-file applies
     "input64": dict(input_size=64),                          # the defaults, larger cutouts resized to 64 px
+    "native": dict(input_size=None),                         # the defaults, cutouts at their own size
 }
 
 
 class TestCurve(Callback):
-    """After each epoch: test AUC of the current weights, images seen, CPU seconds of training."""
+    """After each epoch: test AUC of the current weights, images seen, CPU seconds of training.
 
-    def __init__(self, X_test, y_test, records):
+    With ``ema_decay``, also an exponential moving average of the weights (updated after every
+    training step, not counted in the CPU seconds), scored into ``ema_records``.
+    """
+
+    def __init__(self, X_test, y_test, records, ema_decay=None, ema_records=None):
         self.X_test, self.y_test, self.records = X_test, y_test, records
+        self.ema_decay, self.ema_records = ema_decay, ema_records
 
     def on_train_begin(self, net, **kwargs):
         self.cpu0, self.excluded, self.images = time.process_time(), 0.0, 0
+        self.ema = None
+        if self.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(net.module_, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
 
     def on_batch_end(self, net, batch=None, training=None, **kwargs):
         if training:
             self.images += len(batch[0])
+            if self.ema is not None:
+                start = time.process_time()
+                self.ema.update_parameters(net.module_)
+                self.excluded += time.process_time() - start
 
-    def on_epoch_end(self, net, **kwargs):
-        start = time.process_time()
-        module = net.module_
+    def _scores(self, module):
+        was_training = module.training
         module.eval()
         with torch.inference_mode():
             scores = torch.cat([module(torch.from_numpy(self.X_test[i:i + 512]))
                                 for i in range(0, len(self.X_test), 512)]).numpy()
-        module.train()
+        module.train(was_training)
+        return scores
+
+    def on_epoch_end(self, net, **kwargs):
+        start = time.process_time()
+        scores = self._scores(net.module_)
+        if self.ema is not None:
+            ema_scores = self._scores(self.ema.module)
+            self.ema_records.append({"epoch": len(net.history), "images": self.images,
+                                     "test_auc": round(float(roc_auc_score(self.y_test, ema_scores)), 4)})
         self.excluded += time.process_time() - start
         last = net.history[-1]
         self.records.append({"epoch": len(net.history), "images": self.images,
@@ -85,19 +114,24 @@ class TestCurve(Callback):
         print(json.dumps({"epoch_record": self.records[-1]}), flush=True)  # progress of long runs
 
 
-def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None):
-    records = []
+def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None, ema_horizon=None):
+    records, ema_records = [], []
     config = dict(CONFIGS[name])
     if weights_file and config.get("weights") == "lens":
         config["weights"] = weights_file  # a candidate backbone in place of the shipped one
+    ema_decay = None
+    if ema_horizon:
+        steps = max(1, int(len(y) * (1 - config.get("valid_size", 0.2))) // config.get("batch_size", 64))
+        ema_decay = 1.0 - 1.0 / (ema_horizon * steps)
     params = dict(config, max_epochs=epochs, random_state=seed, verbose=0,
-                  callbacks=[("test_curve", TestCurve(X_test, y_test, records))])
+                  callbacks=[("test_curve", TestCurve(X_test, y_test, records, ema_decay, ema_records))])
     cpu0 = time.process_time()
     clf = LensClassifier(**params).fit(X, y)
     fit_cpu = time.process_time() - cpu0
     p = clf.predict_proba(X_test)[:, 1]
     return {"test_auc": float(roc_auc_score(y_test, p)), "tpr_at_1e-3": float(tpr_at_fpr(y_test, p, 1e-3)),
-            "fit_cpu_s": round(fit_cpu, 1), "best_epoch": clf.best_epoch_, "curve": records}
+            "fit_cpu_s": round(fit_cpu, 1), "best_epoch": clf.best_epoch_, "curve": records,
+            **({"ema_decay": ema_decay, "ema_curve": ema_records} if ema_decay else {})}
 
 
 def _write_layout(root, X, y, split):
@@ -138,7 +172,7 @@ def summary(path):
     for row in rows:
         key = (row["config"], row["n_train"], row.get("n_train_lenses"), row["epochs"])
         table.setdefault(key, {})[row["family"]] = row
-    families = [f for f in FAMILIES if any(f in v for v in table.values())]
+    families = [f for f in FAMILIES + DEVELOPMENT_EXTRA if any(f in v for v in table.values())]
     print("| config | n_train | epochs | " + " | ".join(families) + " | worst held-out | CPU s (mean) |")
     print("|---" * (len(families) + 5) + "|")
     for (config, n_train, n_lenses, epochs), by_family in sorted(table.items()):
@@ -163,6 +197,8 @@ def main(argv=None):
     parser.add_argument("--weights-file", default=None,
                         help="a candidate backbone (.safetensors) used in place of the shipped one by the 'lens' "
                              "configs; their rows are named CONFIG@FILE-NAME")
+    parser.add_argument("--ema-probe", type=float, default=None, metavar="EPOCHS",
+                        help="also score a moving average of the weights with this horizon (in epochs) each epoch")
     parser.add_argument("--summary", default=None, metavar="JSONL")
     args = parser.parse_args(argv)
     if args.summary:
@@ -182,6 +218,8 @@ def main(argv=None):
             config = config_name
             if args.weights_file and CONFIGS.get(config_name, {}).get("weights") == "lens":
                 config = f"{config_name}@{os.path.basename(args.weights_file)}"
+            if args.ema_probe:
+                config = f"{config}+ema{args.ema_probe:g}"
             key = (family, config, args.n_train, args.n_train_lenses, args.epochs)
             if key in done:
                 continue
@@ -191,11 +229,12 @@ def main(argv=None):
             if config == "notebook64":
                 result = run_notebook(X, y, X_test, y_test, args.epochs, args.seed)
             else:
-                result = run_config(config_name, X, y, X_test, y_test, args.epochs, args.seed, args.weights_file)
+                result = run_config(config_name, X, y, X_test, y_test, args.epochs, args.seed, args.weights_file,
+                                    args.ema_probe)
             row = {"family": family, "config": config, "n_train": args.n_train, "n_train_lenses": args.n_train_lenses,
                    "epochs": args.epochs, "n_test": len(y_test), "test_lenses": int(y_test.sum()),
-                   "development": family == DEVELOPMENT, **result}
-            print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+                   "development": family in (DEVELOPMENT,) + DEVELOPMENT_EXTRA, **result}
+            print(json.dumps({k: v for k, v in row.items() if k not in ("curve", "ema_curve")}), flush=True)
             with open(args.out, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
 

@@ -18,7 +18,7 @@ from skorch.utils import noop
 
 from ._checkpoint import TrainingCheckpoint
 from ._dataset import LensDataset, batch_as_is
-from ._models import LensNet, resolve_scaling, resolve_weights
+from ._models import LensNet, resolve_input_size, resolve_scaling, resolve_weights
 from ._sampling import balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter
 from ._validation import as_images, check_optimizer
@@ -79,11 +79,15 @@ def optimizer_kwargs(estimator, device):
     return kwargs
 
 
-def module_kwargs(estimator, in_channels, channel_mean, channel_std, device):
-    """:class:`~lensclf._models.LensNet` arguments from the estimator's parameters."""
+def module_kwargs(estimator, image_shape, channel_mean, channel_std, device):
+    """:class:`~lensclf._models.LensNet` arguments from the estimator's parameters.
+
+    ``image_shape`` is ``(n_channels, height, width)`` of the training images.
+    """
     weights = resolve_weights(estimator.weights, estimator.arch, estimator.stem)
+    in_channels, height, width = image_shape
     return dict(arch=estimator.arch, weights=weights, in_channels=int(in_channels),
-                stem=estimator.stem, input_size=estimator.input_size,
+                stem=estimator.stem, input_size=resolve_input_size(estimator.input_size, max(height, width)),
                 scaling=resolve_scaling(estimator.scaling, weights),
                 channel_mean=[float(v) for v in channel_mean], channel_std=[float(v) for v in channel_std],
                 fast_paths=bool(estimator.cpu_fast_paths) and torch.device(device).type == "cpu")
@@ -162,7 +166,7 @@ def build_training_net(estimator, X, y, train_idx, valid_idx, seed, checkpoint=N
     kwargs.update(
         module=LensNet,
         **{f"module__{name}": value for name, value in module_kwargs(
-            estimator, X.shape[1], estimator.channel_mean_, estimator.channel_std_, estimator.device_).items()},
+            estimator, X.shape[1:], estimator.channel_mean_, estimator.channel_std_, estimator.device_).items()},
         train_split=predefined_split(LensDataset(X, y, valid_idx)) if has_valid else None,
         callbacks=_callbacks(estimator, has_valid, checkpoint),
         callbacks__valid_acc=None,

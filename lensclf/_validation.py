@@ -33,7 +33,7 @@ _PROBABILITY_OPEN = Interval(Real, 0, 1, closed="neither")
 PARAMETER_CONSTRAINTS = {
     "arch": [StrOptions(set(ARCHITECTURES))],
     "weights": [None, str, os.PathLike],
-    "input_size": [None, Interval(Integral, 16, None, closed="left")],
+    "input_size": [None, StrOptions({"auto"}), Interval(Integral, 16, None, closed="left")],
     "stem": [StrOptions(set(STEMS))],
     "scaling": [StrOptions(set(SCALINGS) | {"auto"})],
     "lr": [Interval(Real, 0, None, closed="neither")],

@@ -118,6 +118,16 @@ def _weights(text):
     return None if text.lower() == "none" else text
 
 
+_input_side = _integer(lambda v: v >= 16, "'auto', 'none' or an integer of at least 16")
+
+
+def _input_size(text):
+    """``--input-size``: ``auto``, ``none`` (the native size) or a side length in pixels."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    return _input_side(text)
+
+
 def _balance(text):
     return None if text.lower() == "none" else text
 
@@ -273,8 +283,9 @@ def build_parser():
     train.add_argument("--balance", type=_balance, choices=["sampler", "pos_weight", None],
                        default=_DEFAULTS["balance"], metavar="{sampler,pos_weight,none}",
                        help="class-imbalance correction")
-    train.add_argument("--input-size", type=_positive_int, default=None,
-                       help="resize images to this size inside the network (default: native size)")
+    train.add_argument("--input-size", type=_input_size, default=_DEFAULTS["input_size"], metavar="{auto,none,N}",
+                       help="resize images to N x N pixels inside the network; 'auto' (default): cutouts larger "
+                            "than 64 px to 64, smaller ones kept; 'none': the native size")
     train.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     train.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one each run)")
     train.add_argument("--valid-size", type=_valid_size, default=_DEFAULTS["valid_size"], metavar="FRACTION",

@@ -111,6 +111,16 @@ def test_train_refuses_a_non_empty_run_dir(tmp_path):
     assert os.listdir(run_dir) == ["notes.txt"]
 
 
+def test_input_size_option_takes_auto_none_or_a_side():
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "d", "--out", "o"]).input_size == "auto"  # the estimator's default
+    assert parser.parse_args(["train", "d", "--out", "o", "--input-size", "none"]).input_size is None
+    assert parser.parse_args(["train", "d", "--out", "o", "--input-size", "AUTO"]).input_size == "auto"
+    assert parser.parse_args(["train", "d", "--out", "o", "--input-size", "96"]).input_size == 96
+    code, out, err = run_cli(["train", REAL_SAMPLE, "--out", "o", "--input-size", "8"])
+    assert code == 2 and "--input-size" in err and "at least 16" in err
+
+
 def test_a_bad_data_file_gives_a_one_line_error(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(REAL_SAMPLE, data)

@@ -36,6 +36,34 @@ def test_small_stem_and_resize():
     assert seen["shape"] == (2, 3, 96, 96)
 
 
+@pytest.mark.parametrize("size, expected", [(101, 64), (65, 64), (64, None), (32, None)])
+def test_auto_input_size_resizes_only_cutouts_larger_than_64(tmp_path, size, expected):
+    from lensclf import load_model, save_model
+
+    X, y = make_ring_images(24, size=size, seed=3, channels=1)
+    clf = LensClassifier(weights=None, valid_size=None, max_epochs=1, batch_size=8, verbose=0, random_state=0,
+                         device="cpu").fit(X, y)
+    assert clf.get_params()["input_size"] == "auto"  # the parameter is kept; the fitted network holds the size
+    assert clf.net_.module_.input_size == expected
+    seen = {}
+    clf.net_.module_.backbone.conv1.register_forward_hook(
+        lambda module, inputs, output: seen.update(shape=tuple(inputs[0].shape[-2:])))
+    clf.predict_proba(X[:2])
+    assert seen["shape"] == ((expected, expected) if expected else (size, size))
+    save_model(clf, tmp_path / "model.safetensors")
+    assert load_model(tmp_path / "model.safetensors").net_.module_.input_size == expected
+
+
+def test_input_size_none_keeps_101_px_and_bad_values_are_refused():
+    X, y = make_ring_images(16, size=101, seed=4, channels=1)
+    clf = LensClassifier(weights=None, input_size=None, valid_size=None, max_epochs=1, batch_size=8, verbose=0,
+                         random_state=0, device="cpu").fit(X, y)
+    assert clf.net_.module_.input_size is None
+    for bad in ("big", 8):
+        with pytest.raises(ValueError, match="input_size"):
+            LensClassifier(input_size=bad, verbose=0).fit(X, y)
+
+
 def test_standardisation_is_inside_the_network():
     net = LensNet(channel_mean=[1.0, 2.0, 3.0], channel_std=[2.0, 2.0, 2.0]).eval()
     seen = {}
