@@ -121,7 +121,8 @@ def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None, ema_
         config["weights"] = weights_file  # a candidate backbone in place of the shipped one
     ema_decay = None
     if ema_horizon:
-        steps = max(1, int(len(y) * (1 - config.get("valid_size", 0.2))) // config.get("batch_size", 64))
+        settings = dict(LensClassifier().get_params(), **config)
+        steps = max(1, int(len(y) * (1 - (settings["valid_size"] or 0.0))) // settings["batch_size"])
         ema_decay = 1.0 - 1.0 / (ema_horizon * steps)
     params = dict(config, max_epochs=epochs, random_state=seed, verbose=0,
                   callbacks=[("test_curve", TestCurve(X_test, y_test, records, ema_decay, ema_records))])
@@ -184,6 +185,13 @@ def summary(path):
         print(f"| {config} | {label} | {epochs} | " + " | ".join(cells) + f" | {worst} | {cpu:.0f} |")
 
 
+def _positive(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of epochs, got {text!r}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=["all"])
@@ -197,7 +205,7 @@ def main(argv=None):
     parser.add_argument("--weights-file", default=None,
                         help="a candidate backbone (.safetensors) used in place of the shipped one by the 'lens' "
                              "configs; their rows are named CONFIG@FILE-NAME")
-    parser.add_argument("--ema-probe", type=float, default=None, metavar="EPOCHS",
+    parser.add_argument("--ema-probe", type=_positive, default=None, metavar="EPOCHS",
                         help="also score a moving average of the weights with this horizon (in epochs) each epoch")
     parser.add_argument("--summary", default=None, metavar="JSONL")
     args = parser.parse_args(argv)
@@ -218,7 +226,7 @@ def main(argv=None):
             config = config_name
             if args.weights_file and CONFIGS.get(config_name, {}).get("weights") == "lens":
                 config = f"{config_name}@{os.path.basename(args.weights_file)}"
-            if args.ema_probe:
+            if args.ema_probe and config_name != "notebook64":
                 config = f"{config}+ema{args.ema_probe:g}"
             key = (family, config, args.n_train, args.n_train_lenses, args.epochs)
             if key in done:
@@ -226,7 +234,7 @@ def main(argv=None):
             if data is None:
                 data = make_family(family, args.n_train, n_test, seed=args.seed, n_train_lenses=args.n_train_lenses)
             X, y, X_test, y_test = data
-            if config == "notebook64":
+            if config_name == "notebook64":
                 result = run_notebook(X, y, X_test, y_test, args.epochs, args.seed)
             else:
                 result = run_config(config_name, X, y, X_test, y_test, args.epochs, args.seed, args.weights_file,

@@ -45,7 +45,9 @@ class BatchAugmenter:
 
     Used as the ``collate_fn`` of the training data loader, so it receives the
     batch made by :class:`~lensclf._dataset.LensDataset` and returns it
-    augmented. Each image draws its own transformation.
+    augmented. Each image draws its own transformation: one of the eight
+    dihedral symmetries (of the four that keep the shape, without quarter
+    turns, for non-square images), then possibly the affine jitter.
 
     Parameters
     ----------
@@ -92,8 +94,11 @@ class BatchAugmenter:
         """Return an augmented copy of the batch ``x`` (N, C, H, W)."""
         n = x.shape[0]
         x = x.clone()
-        group = torch.randint(0, 8, (n,), generator=self.generator)
-        for index, (k, flip) in enumerate(dihedral_views()):
+        views = dihedral_views()
+        if x.shape[-2] != x.shape[-1]:  # non-square: only the views that keep the shape (no quarter turns)
+            views = [(k, flip) for k, flip in views if k % 2 == 0]
+        group = torch.randint(0, len(views), (n,), generator=self.generator)
+        for index, (k, flip) in enumerate(views):
             if index == 0:
                 continue
             members = (group == index).nonzero(as_tuple=True)[0]

@@ -54,6 +54,19 @@ def test_auto_input_size_resizes_only_cutouts_larger_than_64(tmp_path, size, exp
     assert load_model(tmp_path / "model.safetensors").net_.module_.input_size == expected
 
 
+@pytest.mark.parametrize("shape, expected", [((101, 64), (64, 64)), ((48, 40), (48, 40))])
+def test_non_square_cutouts_train_with_augmentation_and_auto_input_size(shape, expected):
+    X = np.random.default_rng(5).normal(size=(16, 1) + shape).astype(np.float32)
+    y = np.r_[np.ones(8), np.zeros(8)].astype(int)
+    clf = LensClassifier(weights=None, valid_size=None, max_epochs=1, batch_size=8, verbose=0, random_state=0,
+                         device="cpu").fit(X, y)  # augment=True: quarter turns would not keep a non-square shape
+    seen = {}
+    clf.net_.module_.backbone.conv1.register_forward_hook(
+        lambda module, inputs, output: seen.update(shape=tuple(inputs[0].shape[-2:])))
+    assert np.isfinite(clf.predict_proba(X)).all()
+    assert seen["shape"] == expected
+
+
 def test_input_size_none_keeps_101_px_and_bad_values_are_refused():
     X, y = make_ring_images(16, size=101, seed=4, channels=1)
     clf = LensClassifier(weights=None, input_size=None, valid_size=None, max_epochs=1, batch_size=8, verbose=0,
