@@ -58,6 +58,9 @@ CONFIGS = {
     "lens_robust": dict(weights="lens", scaling="robust"),  # the defaults, spelt out so --weights-file applies
     "input64": dict(input_size=64),                          # the defaults, larger cutouts resized to 64 px
     "native": dict(input_size=None),                         # the defaults, cutouts at their own size
+    "ema0.5": dict(ema_epochs=0.5),                          # the defaults, weight averaging over ~half an epoch
+    "ema1": dict(ema_epochs=1),                              # ... over ~1 epoch (validated and returned by fit)
+    "ema2": dict(ema_epochs=2),                              # ... over ~2 epochs
 }
 
 

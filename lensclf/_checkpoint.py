@@ -10,8 +10,8 @@ different files, and ``fit(..., resume=True)`` finds its own. A lock file
 beside it refuses a second live fit of the very same parameters and data. The
 file holds plain tensors, numbers, strings, lists and dicts only (so it reads
 back with ``torch.load(weights_only=True)``, which never runs code): the
-network, optimizer, learning-rate scheduler and best-weights (early stopping)
-states, the history, the random generators of the sampler, of the augmenter
+network (its trained weights), optimizer, learning-rate scheduler, weight
+average and best-weights (early stopping) states, the history, the random generators of the sampler, of the augmenter
 and of torch, and whatever the classifier adds (seed, split, preprocessing,
 fingerprints of the data and parameters).
 
@@ -30,6 +30,7 @@ import torch
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.history import History
 
+from ._averaging import WeightAveraging
 from ._files import atomic_write
 from ._transforms import BatchAugmenter
 
@@ -287,6 +288,9 @@ class TrainingCheckpoint(Callback):
             return
         net.module_.load_state_dict(state["module"])
         net.optimizer_.load_state_dict(state["optimizer"])
+        averaging = _callback(net, WeightAveraging)
+        if averaging is not None:
+            averaging.load_state_dict(state["weight_average"])
         scheduler = _callback(net, LRScheduler)
         if scheduler is not None and state.get("lr_scheduler") is not None:
             scheduler.lr_scheduler_.load_state_dict(state["lr_scheduler"])
@@ -305,11 +309,14 @@ class TrainingCheckpoint(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         history = [{k: v for k, v in row.items()} for row in net.history]
+        averaging = _callback(net, WeightAveraging)
         state = dict(self.extra or {})
         state.update(
             format=_FORMAT,
             epoch=len(net.history),
-            module=net.module_.state_dict(),
+            # the trained weights (the network holds the average between validation and the next epoch)
+            module=net.module_.state_dict() if averaging is None else averaging.live_state_dict(net),
+            weight_average=None if averaging is None else averaging.state_dict(),
             optimizer=net.optimizer_.state_dict(),
             history=json.dumps(_json_safe(history)),
             generators={role: g.get_state() for role, g in _generators(net).items()},

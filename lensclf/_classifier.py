@@ -112,6 +112,14 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         the noisy validation loss; ``lr_patience`` unused).
     early_stopping : int or None, default=None
         Stop after this many epochs without improvement of the validation AUC.
+    ema_epochs : float or None, default=None
+        Weight averaging: keep an exponential moving average of the weights
+        (batch-norm statistics included) over about this many epochs, updated
+        after every training step (torch's ``AveragedModel``, decay
+        ``1 - 1 / (ema_epochs * steps per epoch)``). The average is what each
+        epoch validates, what best-epoch selection keeps and what ``fit``
+        returns; training itself goes on from the trained weights. ``None``:
+        no averaging.
     tta : bool, default=False
         Test-time augmentation: average the logits over the 8 flips and
         rotations of each image in ``predict_proba``.
@@ -187,7 +195,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, arch="resnet18", weights="auto", input_size="auto", stem="standard", scaling="auto",
                  lr=3e-4, optimizer="adam", weight_decay=1e-4, batch_size=64, max_epochs=10,
                  balance="sampler", augment=True, valid_size=0.2, lr_patience=2, lr_schedule="plateau",
-                 early_stopping=None, tta=False, prior=None, threshold=0.5,
+                 early_stopping=None, ema_epochs=None, tta=False, prior=None, threshold=0.5,
                  predict_batch_size=None, device="auto", random_state=None, verbose=1,
                  checkpoint_dir=None, callbacks=None, cpu_fast_paths=True):
         self.arch = arch
@@ -206,6 +214,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         self.lr_patience = lr_patience
         self.lr_schedule = lr_schedule
         self.early_stopping = early_stopping
+        self.ema_epochs = ema_epochs
         self.tta = tta
         self.prior = prior
         self.threshold = threshold

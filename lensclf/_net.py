@@ -16,6 +16,7 @@ from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, PrintLog,
 from skorch.helper import predefined_split
 from skorch.utils import noop
 
+from ._averaging import WeightAveraging, ema_decay
 from ._checkpoint import TrainingCheckpoint
 from ._dataset import LensDataset, batch_as_is
 from ._models import LensNet, resolve_input_size, resolve_scaling, resolve_weights
@@ -65,6 +66,13 @@ class LensNeuralNet(NeuralNetBinaryClassifier):
         if isinstance(X, torch.utils.data.Dataset):
             return X
         return LensDataset(as_images(X), y, check_finite=y is None)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if not training:  # validate the averaged weights (they stay in until the next epoch begins)
+            for _, callback in self.callbacks_:
+                if isinstance(callback, WeightAveraging):
+                    callback.swap_in(self)
+        return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
 
 
 def optimizer_kwargs(estimator, device):
@@ -127,8 +135,11 @@ def net_kwargs(estimator, device):
     return kwargs
 
 
-def _callbacks(estimator, has_valid, checkpoint):
+def _callbacks(estimator, has_valid, checkpoint, steps_per_epoch):
     callbacks = [("train_auc", EpochScoring("roc_auc", lower_is_better=False, on_train=True, name="train_auc"))]
+    if estimator.ema_epochs is not None:
+        # before the scorers and early stopping: they see (and keep) the averaged weights
+        callbacks.append(("weight_averaging", WeightAveraging(ema_decay(estimator.ema_epochs, steps_per_epoch))))
     if has_valid:
         callbacks.append(("valid_auc", EpochScoring("roc_auc", lower_is_better=False, name="valid_auc")))
     if estimator.lr_schedule == "cosine":  # one cosine decay over the planned epochs
@@ -159,19 +170,22 @@ def build_training_net(estimator, X, y, train_idx, valid_idx, seed, checkpoint=N
     """The skorch net that ``fit`` trains, and its training dataset.
 
     The training subset is drawn by a balanced sampler (or shuffled), and
-    augmented batch by batch; the validation subset scores every epoch.
+    augmented batch by batch; the validation subset scores every epoch (the
+    moving average of the weights, with ``ema_epochs``).
     """
     has_valid = valid_idx is not None
+    drop_last = len(train_idx) > estimator.batch_size
+    steps_per_epoch = len(train_idx) // estimator.batch_size if drop_last else 1
     kwargs = net_kwargs(estimator, estimator.device_)
     kwargs.update(
         module=LensNet,
         **{f"module__{name}": value for name, value in module_kwargs(
             estimator, X.shape[1:], estimator.channel_mean_, estimator.channel_std_, estimator.device_).items()},
         train_split=predefined_split(LensDataset(X, y, valid_idx)) if has_valid else None,
-        callbacks=_callbacks(estimator, has_valid, checkpoint),
+        callbacks=_callbacks(estimator, has_valid, checkpoint, steps_per_epoch),
         callbacks__valid_acc=None,
         iterator_train__collate_fn=BatchAugmenter(seed=seed + 1) if estimator.augment else batch_as_is,
-        iterator_train__drop_last=len(train_idx) > estimator.batch_size,
+        iterator_train__drop_last=drop_last,
     )
     y_train = y[train_idx]
     if estimator.balance == "sampler":
@@ -197,15 +211,15 @@ def build_inference_net(estimator, module, device):
 def strip_training_state(net):
     """Forget what only training needs, so fitted models stay small and hold no data.
 
-    The validation data, the sampler, the optimizer's moment estimates and the
-    best-weights copy would otherwise be pickled with the estimator.
+    The validation data, the sampler, the optimizer's moment estimates, the
+    weight average and the best-weights copy would otherwise be pickled with the estimator.
     """
     for _, callback in net.callbacks_:
         if isinstance(callback, EarlyStopping):
             callback.best_model_weights_ = None
         if isinstance(callback, LRScheduler):
             callback.lr_scheduler_ = None  # refers to the optimizer, pickled apart from the net
-        if isinstance(callback, TrainingCheckpoint):
+        if isinstance(callback, (TrainingCheckpoint, WeightAveraging)):
             callback.release()
     net.optimizer_.state.clear()
     # (skorch keeps these as plain attributes; set_params would re-initialise the net.)
