@@ -58,14 +58,19 @@ CONFIGS = {
     "lens_robust": dict(weights="lens", scaling="robust"),  # the defaults, spelt out so --weights-file applies
     "input64": dict(input_size=64),                          # the defaults, larger cutouts resized to 64 px
     "native": dict(input_size=None),                         # the defaults, cutouts at their own size
-    "ema0.5": dict(ema_epochs=0.5),                          # the defaults, weight averaging over ~half an epoch
-    "ema1": dict(ema_epochs=1),                              # ... over ~1 epoch (validated and returned by fit)
-    "ema2": dict(ema_epochs=2),                              # ... over ~2 epochs
+    # weight averaging, validated; "defaults" since 2026-12-02 afternoon (ema_epochs=1, keep="last")
+    "ema0.5": dict(ema_epochs=0.5, keep="best"),             # averaging over ~half an epoch, best epoch kept
+    "ema1": dict(ema_epochs=1, keep="best"),                 # ... over ~1 epoch
+    "ema2": dict(ema_epochs=2, keep="best"),                 # ... over ~2 epochs
+    "no_ema": dict(ema_epochs=None, keep="best"),            # the defaults before weight averaging
 }
 
 
 class TestCurve(Callback):
-    """After each epoch: test AUC of the current weights, images seen, CPU seconds of training.
+    """After each epoch: test AUC of the network's weights, images seen, CPU seconds of training.
+
+    The weights in the network at the end of an epoch: the trained ones, or with ``ema_epochs`` (the
+    default since 2026-12-02) their validated moving average.
 
     With ``ema_decay``, also an exponential moving average of the weights (updated after every
     training step, not counted in the CPU seconds), scored into ``ema_records``.

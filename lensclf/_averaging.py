@@ -7,10 +7,11 @@ network and updates it after every training step with decay
 ``1 - 1 / (ema_epochs * steps per epoch)``: the average of roughly the last
 ``ema_epochs`` epochs of weights (batch-norm statistics included). Every epoch,
 :class:`~lensclf._net.LensNeuralNet` loads the averaged weights into the
-network for the validation pass, so the validation loss and AUC, best-epoch
-selection (early stopping's best weights) and the model ``fit`` returns are
-those of the average; the trained ("live") weights go back into the network
-when the next epoch starts. :class:`~lensclf._checkpoint.TrainingCheckpoint`
+network for the validation pass, so the validation loss and AUC (and with
+them a plateau schedule's learning-rate cuts), best-epoch selection (early
+stopping's best weights) and the model ``fit`` returns are those of the
+average; the trained ("live") weights go back into the network when the next
+epoch starts, and training goes on from them. :class:`~lensclf._checkpoint.TrainingCheckpoint`
 saves both, so a resumed fit goes on exactly.
 """
 
@@ -52,9 +53,9 @@ class WeightAveraging(Callback):
         return self
 
     def on_train_begin(self, net, **kwargs):
-        if self.average_ is None:  # a second fit call (partial_fit) keeps averaging
-            self.average_ = AveragedModel(net.module_, multi_avg_fn=get_ema_multi_avg_fn(self.decay),
-                                          use_buffers=True)
+        # (a resumed fit then loads the saved average into it: TrainingCheckpoint comes later)
+        self.average_ = AveragedModel(net.module_, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+        self.live_ = None
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training:

@@ -52,6 +52,9 @@ CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX = "checkpoint-", ".pt"
 NOT_TRAINING_PARAMS = ("verbose", "checkpoint_dir", "device", "tta", "prior", "threshold",
                        "predict_batch_size", "max_epochs", "callbacks")
 _FORMAT = 1
+#: Parameters added after checkpoints were first written, with the value that means "as before": left out of
+#: the key at that value, so checkpoints written before they existed still resume.
+ADDED_PARAMS = {"ema_epochs": None, "keep": "best"}
 _EARLY_STOPPING_FIELDS = ("misses_", "dynamic_threshold_", "best_epoch_")
 
 
@@ -140,7 +143,7 @@ def training_params(estimator):
     """The training parameters as a JSON string, to tell whether a checkpoint belongs to them."""
     params = {}
     for name, value in estimator.get_params(deep=False).items():
-        if name in NOT_TRAINING_PARAMS:
+        if name in NOT_TRAINING_PARAMS or (name in ADDED_PARAMS and value == ADDED_PARAMS[name]):
             continue
         if isinstance(value, type):
             value = f"{value.__module__}.{value.__qualname__}"

@@ -6,6 +6,7 @@ read. Both take their settings from the estimator's parameters through
 :func:`net_kwargs`, so a loaded model is configured exactly like a trained one.
 """
 
+import copy
 import functools
 import os
 import sys
@@ -24,7 +25,7 @@ from ._sampling import balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter
 from ._validation import as_images, check_optimizer
 
-__all__ = ["CPU_PREDICT_BATCH_SIZE", "GPU_PREDICT_BATCH_SIZE", "LensNeuralNet", "build_inference_net", "build_training_net",
+__all__ = ["CPU_PREDICT_BATCH_SIZE", "GPU_PREDICT_BATCH_SIZE", "KeptWeights", "LensNeuralNet", "build_inference_net", "build_training_net",
            "inference_batch_size", "module_kwargs", "net_kwargs", "strip_training_state"]
 
 
@@ -53,6 +54,28 @@ class EpochTable(PrintLog):
         if key + "_best" in row and not colour_wanted():
             row = {name: value for name, value in row.items() if name != key + "_best"}
         return super().format_row(row, key, color)
+
+
+class KeptWeights(EarlyStopping):
+    """skorch's early stopping on the validation AUC, keeping the weights of the best epoch or of the last one.
+
+    ``keep="best"`` is :class:`~skorch.callbacks.EarlyStopping` with ``load_best``;
+    ``keep="last"`` stops (with ``patience``) on the same AUC but keeps the weights
+    of the last completed epoch, which ``on_train_end`` restores after an
+    interruption. ``best_epoch_`` is the epoch whose weights are kept.
+    """
+
+    def __init__(self, keep="best", **kwargs):
+        super().__init__(load_best=True, **kwargs)
+        self.keep = keep
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            super().on_epoch_end(net, **kwargs)
+        finally:  # also when it stops training (by raising KeyboardInterrupt)
+            if self.keep == "last":
+                self.best_epoch_ = net.history[-1, "epoch"]
+                self.best_model_weights_ = copy.deepcopy(net.module_.state_dict())
 
 
 class LensNeuralNet(NeuralNetBinaryClassifier):
@@ -152,9 +175,9 @@ def _callbacks(estimator, has_valid, checkpoint, steps_per_epoch):
     callbacks.append(("lr_scheduler", scheduler))
     if has_valid:
         patience = estimator.early_stopping if estimator.early_stopping is not None else estimator.max_epochs + 1
-        callbacks.append(("best_weights", EarlyStopping(
-            monitor="valid_auc", lower_is_better=False, patience=patience, threshold=0.0,
-            load_best=True, sink=print if estimator.verbose else noop)))
+        callbacks.append(("best_weights", KeptWeights(
+            keep=estimator.keep, monitor="valid_auc", lower_is_better=False, patience=patience, threshold=0.0,
+            sink=print if estimator.verbose else noop)))
     if estimator.verbose:
         callbacks.append(("progress_bar", ProgressBar(postfix_keys=["train_loss"])))
     for index, callback in enumerate(estimator.callbacks or []):  # the user's, after lensclf's own

@@ -48,6 +48,7 @@ PARAMETER_CONSTRAINTS = {
     "lr_schedule": [StrOptions({"plateau", "plateau_auc", "cosine"})],
     "early_stopping": [None, _POSITIVE_INT],
     "ema_epochs": [None, Interval(Real, 0, None, closed="neither")],
+    "keep": [StrOptions({"best", "last"})],
     "tta": ["boolean"],
     "prior": [None, _PROBABILITY_OPEN],
     "threshold": [Interval(Real, 0, 1, closed="both")],

@@ -113,6 +113,11 @@ def _valid_size(text):
     return _fraction(text)
 
 
+def _ema_epochs(text):
+    """``--ema-epochs``: ``none`` (no weight averaging) or a positive number of epochs."""
+    return None if text.lower() == "none" else _positive_float(text)
+
+
 def _weights(text):
     """``--weights``: ``none`` means random initial weights (``weights=None``)."""
     return None if text.lower() == "none" else text
@@ -292,6 +297,11 @@ def build_parser():
                        help="held-out fraction scored each epoch to pick the best weights; 'none' keeps the last")
     train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="EPOCHS",
                        help="stop after this many epochs without a better validation AUC")
+    train.add_argument("--ema-epochs", type=_ema_epochs, default=_DEFAULTS["ema_epochs"], metavar="{none,EPOCHS}",
+                       help="validate and keep a moving average of the weights over about this many epochs; "
+                            "'none': the trained weights")
+    train.add_argument("--keep", choices=["best", "last"], default=_DEFAULTS["keep"],
+                       help="return the epoch with the best validation AUC, or the last one")
     train.add_argument("--no-augment", action="store_true", help="no random flips, rotations and jitter")
     _add_errors(train)
     _add_layout(train)
@@ -400,7 +410,8 @@ def _dispatch(args):
             "weight_decay": args.weight_decay, "arch": args.arch, "weights": args.weights,
             "balance": args.balance, "input_size": args.input_size, "device": args.device,
             "random_state": args.seed, "valid_size": args.valid_size,
-            "early_stopping": args.early_stopping, "augment": not args.no_augment,
+            "early_stopping": args.early_stopping, "augment": not args.no_augment, "ema_epochs": args.ema_epochs,
+            "keep": args.keep,
         }
         run_train(args.data_dir, args.out, params, **_layout_kwargs(args), errors=args.errors, cache=args.cache,
                   overwrite=args.overwrite, quiet=args.quiet, resume=args.resume)

@@ -417,7 +417,8 @@ def run_train(data_dir, run_dir, params=None, *, classes=None, bands=None, id_pa
     _write_history(run_dir, clf.history_)
     if "valid_auc" in clf.history_[-1]:
         best_auc = clf.history_[clf.best_epoch_ - 1, "valid_auc"]
-        _say(f"best epoch: {clf.best_epoch_} of {len(clf.history_)} (validation ROC AUC {best_auc:.4f})", quiet)
+        _say(f"kept epoch: {clf.best_epoch_} of {len(clf.history_)} (keep={clf.keep!r}, validation ROC AUC "
+             f"{best_auc:.4f})", quiet)
     _say(f"model: {model_path}", quiet)
     _say(f"history: {os.path.join(run_dir, 'history.csv')} (.json, .png)", quiet)
     if interrupted is not None:

@@ -121,6 +121,17 @@ def test_input_size_option_takes_auto_none_or_a_side():
     assert code == 2 and "--input-size" in err and "at least 16" in err
 
 
+def test_ema_epochs_and_keep_options():
+    parser = cli.build_parser()
+    assert parser.parse_args(["train", "d", "--out", "o"]).ema_epochs == LensClassifier().ema_epochs
+    assert parser.parse_args(["train", "d", "--out", "o", "--ema-epochs", "NONE"]).ema_epochs is None
+    assert parser.parse_args(["train", "d", "--out", "o", "--ema-epochs", "0.5"]).ema_epochs == 0.5
+    assert parser.parse_args(["train", "d", "--out", "o"]).keep == LensClassifier().keep
+    assert parser.parse_args(["train", "d", "--out", "o", "--keep", "last"]).keep == "last"
+    code, out, err = run_cli(["train", REAL_SAMPLE, "--out", "o", "--ema-epochs", "0"])
+    assert code == 2 and "--ema-epochs" in err and "positive" in err
+
+
 def test_a_bad_data_file_gives_a_one_line_error(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(REAL_SAMPLE, data)

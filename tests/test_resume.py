@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REAL_SAMPLE, make_ring_images
+from conftest import REAL_SAMPLE, InterruptInEpoch, make_ring_images
 from lensclf import LensClassifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +48,19 @@ def test_resumed_fit_ends_with_the_weights_of_an_uninterrupted_fit(tiny_data, tm
     # the fitted estimator keeps no training data through the checkpoint callback
     callback = dict(resumed.net_.callbacks_)["checkpoint"]
     assert callback.extra is None and callback.restore is None
+
+
+def test_interrupted_cosine_schedule_resumes_exactly_and_keeps_its_planned_length(tiny_data, tmp_path):
+    X, y = tiny_data
+    settings = dict(TINY, lr_schedule="cosine", max_epochs=3)
+    full = LensClassifier(**settings).fit(X, y)
+    LensClassifier(checkpoint_dir=tmp_path, callbacks=[InterruptInEpoch(2)], **settings).fit(X, y)
+    with pytest.raises(ValueError, match=r"planned over 3 epochs; resume it with max_epochs=3 \(got 5\)"):
+        LensClassifier(checkpoint_dir=tmp_path, **{**settings, "max_epochs": 5}).fit(X, y, resume=True)
+    resumed = LensClassifier(checkpoint_dir=tmp_path, **settings).fit(X, y, resume=True)
+    for key in ("train_loss", "valid_loss", "lr"):
+        assert resumed.history_[:, key] == full.history_[:, key], key
+    assert_same_weights(full.net_.module_.state_dict(), resumed.net_.module_.state_dict())
 
 
 def test_resuming_with_other_data_or_parameters_is_a_clear_error(tiny_data, tmp_path):
