@@ -63,6 +63,7 @@ CONFIGS = {
     "ema1": dict(ema_epochs=1, keep="best"),                 # ... over ~1 epoch
     "ema2": dict(ema_epochs=2, keep="best"),                 # ... over ~2 epochs
     "no_ema": dict(ema_epochs=None, keep="best"),            # the defaults before weight averaging
+    "ema1_last": dict(ema_epochs=1, keep="last"),            # the defaults since then, spelt out
 }
 
 

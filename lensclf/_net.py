@@ -25,8 +25,8 @@ from ._sampling import balanced_sampler, positive_weight
 from ._transforms import BatchAugmenter
 from ._validation import as_images, check_optimizer
 
-__all__ = ["CPU_PREDICT_BATCH_SIZE", "GPU_PREDICT_BATCH_SIZE", "KeptWeights", "LensNeuralNet", "build_inference_net", "build_training_net",
-           "inference_batch_size", "module_kwargs", "net_kwargs", "strip_training_state"]
+__all__ = ["CPU_PREDICT_BATCH_SIZE", "GPU_PREDICT_BATCH_SIZE", "KeptWeights", "LensNeuralNet", "build_inference_net",
+           "build_training_net", "inference_batch_size", "module_kwargs", "net_kwargs", "strip_training_state"]
 
 
 @functools.lru_cache(maxsize=None)
