@@ -58,7 +58,7 @@ def run(data_dir, out_dir):
 
     # 2. Train. The real set has about 17 non-lenses per lens: the default
     #    balanced sampler shows the network as many lenses as non-lenses, and the
-    #    best epoch (by validation AUC) is kept.
+    #    moving average of the weights after the last epoch is kept.
     clf = LensClassifier(max_epochs=EPOCHS, random_state=0)
     clf.fit(X_train, y_train)
 

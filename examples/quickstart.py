@@ -34,7 +34,7 @@ print(f"training set: {len(y_train)} cutouts of shape {X_train.shape[1:]}, {y_tr
 #    progress bar and a table per epoch.
 clf = LensClassifier(max_epochs=EPOCHS, random_state=0)
 clf.fit(X_train, y_train)
-print(f"best epoch: {clf.best_epoch_}")
+print(f"kept epoch: {clf.best_epoch_}")
 
 # 3. Scores. Column 1 of predict_proba is the lens probability.
 scores = clf.predict_proba(X_test)[:, 1]

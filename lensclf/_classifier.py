@@ -287,7 +287,7 @@ class LensClassifier(ClassifierMixin, BaseEstimator):
         Notes
         -----
         A :class:`KeyboardInterrupt` (Ctrl-C) during training ends it after
-        the epochs completed so far, keeping the best weights among them;
+        the epochs completed so far, keeping the weights ``keep`` picks among them;
         before the first epoch has ended, it is raised again.
         """
         self._check_params()

@@ -268,7 +268,7 @@ def build_parser():
         "train", formatter_class=formatter, parents=[common],
         help="train a classifier on a DeepLense-layout folder",
         description="Train a LensClassifier on DATA_DIR/train_lenses and DATA_DIR/train_nonlenses; save "
-        "RUN_DIR/model.safetensors (best weights), history.csv, history.json and history.png.",
+        "RUN_DIR/model.safetensors (the kept weights), history.csv, history.json and history.png.",
     )
     train.add_argument("data_dir", metavar="DATA_DIR",
                        help="folder with train_lenses/ and train_nonlenses/, or class folders (lens/, nolens/, "
@@ -294,7 +294,8 @@ def build_parser():
     train.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     train.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one each run)")
     train.add_argument("--valid-size", type=_valid_size, default=_DEFAULTS["valid_size"], metavar="FRACTION",
-                       help="held-out fraction scored each epoch to pick the best weights; 'none' keeps the last")
+                       help="held-out fraction scored each epoch (history, learning-rate cuts, --keep best); "
+                            "'none' keeps the last")
     train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="EPOCHS",
                        help="stop after this many epochs without a better validation AUC")
     train.add_argument("--ema-epochs", type=_ema_epochs, default=_DEFAULTS["ema_epochs"], metavar="{none,EPOCHS}",
