@@ -18,7 +18,7 @@ from skorch.helper import predefined_split
 from skorch.utils import noop
 
 from ._averaging import WeightAveraging, ema_decay
-from ._checkpoint import TrainingCheckpoint
+from ._checkpoint import TrainingCheckpoint, _callback
 from ._dataset import LensDataset, batch_as_is
 from ._models import LensNet, resolve_input_size, resolve_scaling, resolve_weights
 from ._sampling import balanced_sampler, positive_weight
@@ -91,10 +91,9 @@ class LensNeuralNet(NeuralNetBinaryClassifier):
         return LensDataset(as_images(X), y, check_finite=y is None)
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        if not training:  # validate the averaged weights (they stay in until the next epoch begins)
-            for _, callback in self.callbacks_:
-                if isinstance(callback, WeightAveraging):
-                    callback.swap_in(self)
+        averaging = None if training else _callback(self, WeightAveraging)
+        if averaging is not None:  # validate the averaged weights (they stay in until the next epoch begins)
+            averaging.swap_in(self)
         return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
 
 
