@@ -33,6 +33,14 @@ dev_medium_101         dev_medium's simulator settings on 101 x 101 px cutouts (
                        scale: a wider field, more neighbours in it)
 =====================  =========================================================================
 
+A third, added on 2026-12-02 (evening) for the class-imbalance correction (``balance``), which
+matters most where lenses are rare, so it need not be chosen on the 1 : 16 held-out families:
+
+=====================  =========================================================================
+dev_medium_16          dev_medium's images at 1 lens : 16 non-lenses (like the real Test II
+                       training set) in training and test
+=====================  =========================================================================
+
     from families import make_family
     X_train, y_train, X_test, y_test = make_family("des_wide_psf", n_train=2000, n_test=1500, seed=0)
 """
@@ -48,16 +56,17 @@ DEVELOPMENT = "dev_medium"
 HELD_OUT = ("des_wide_psf", "space_1band_101", "deep_5band_asinh", "crowded_hard", "parametric_arcs")
 FAMILIES = (DEVELOPMENT,) + HELD_OUT
 #: Development families outside ``FAMILIES`` (not in ``--families all``), asked for by name.
-DEVELOPMENT_EXTRA = ("dev_medium_101",)
+DEVELOPMENT_EXTRA = ("dev_medium_101", "dev_medium_16")
 
 #: Lens fraction of the training and test sets of each family (non-lenses per lens).
 IMBALANCE = {"dev_medium": (5, 5), "des_wide_psf": (16, 16), "space_1band_101": (5, 5),
              "deep_5band_asinh": (5, 100), "crowded_hard": (16, 16), "parametric_arcs": (5, 5),
-             "dev_medium_101": (5, 5)}
+             "dev_medium_101": (5, 5), "dev_medium_16": (16, 16)}
 
 _SIMULATOR = {
     "dev_medium": dict(difficulty="medium"),
     "dev_medium_101": dict(difficulty="medium", image_size=101),
+    "dev_medium_16": dict(difficulty="medium"),
     "des_wide_psf": dict(difficulty="medium", pixel_scale=0.263, seeing_range=(1.0, 1.5), psf_profile="gaussian",
                          noise_scale=1.6, einstein_radius_range=(1.0, 2.8)),
     "space_1band_101": dict(difficulty="medium", pixel_scale=0.1, seeing_range=(0.2, 0.3), image_size=101,

@@ -64,6 +64,15 @@ CONFIGS = {
     "ema2": dict(ema_epochs=2, keep="best"),                 # ... over ~2 epochs
     "no_ema": dict(ema_epochs=None, keep="best"),            # the defaults before weight averaging
     "ema1_last": dict(ema_epochs=1, keep="last"),            # the defaults since then, spelt out
+    # the class-imbalance correction (the defaults draw balanced batches: balance="sampler")
+    "pos_weight": dict(balance="pos_weight"),                # every image once per epoch, lens loss weighted
+    "no_balance": dict(balance=None),                        # every image once per epoch, no correction
+    # learning rate and batch size again, with weight averaging (the defaults: lr=3e-4, batch_size=64)
+    "lr1.5e-4": dict(lr=1.5e-4),
+    "lr6e-4": dict(lr=6e-4),
+    "lr1e-3": dict(lr=1e-3),
+    "bs32": dict(batch_size=32),
+    "bs128_lr6e-4": dict(batch_size=128, lr=6e-4),
 }
 
 
