@@ -73,6 +73,7 @@ CONFIGS = {
     "lr1e-3": dict(lr=1e-3),
     "bs32": dict(batch_size=32),
     "bs128_lr6e-4": dict(batch_size=128, lr=6e-4),
+    "no_augment": dict(augment=False),                       # the defaults without the batch augmentation
 }
 
 
