@@ -3,8 +3,11 @@
 Trains one configuration of ``transfer.py`` on a family of ``families.py``, scores
 the family's test set and splits the test AUC by the simulator's metadata:
 
-- lenses by ``einstein_radius / seeing_i`` (how resolved the arcs are) and by the
-  arc's matched-filter S/N, each bin of lenses against all non-lenses;
+- lenses by ``einstein_radius / seeing_i`` (how resolved the arcs are), by the
+  arc's matched-filter S/N, by the source's distance from the lens axis in units
+  of the Einstein radius (near 0: a ring or a full arc; near 1: one bright image,
+  little stretched, and a faint counter-image in the lens light) and by the total
+  magnification, each bin of lenses against all non-lenses;
 - all lenses against each kind of non-lens (plain, companion, spiral, ring, merger);
 - lenses and non-lenses with and without a bright neighbour, against each other.
 
@@ -51,7 +54,9 @@ def difficulty_table(scores, y, meta, n_bins=4):
     lens = y == 1
     rows = [{"by": "all", "bin": "", "lenses": int(lens.sum()), "auc": _auc(y, scores)}]
     resolution = meta["einstein_radius"] / meta["seeing_i"]
-    for values, name in ((resolution, "einstein_radius/seeing_i"), (meta["feature_snr"], "arc S/N")):
+    offset = np.hypot(meta["source_x"], meta["source_y"]) / meta["einstein_radius"]
+    for values, name in ((resolution, "einstein_radius/seeing_i"), (meta["feature_snr"], "arc S/N"),
+                         (offset, "source offset/einstein_radius"), (meta["magnification"], "magnification")):
         edges = np.quantile(values[lens], np.linspace(0, 1, n_bins + 1))
         rows += binned(scores, y, values, edges, name)
     for kind in np.unique(meta["kind"][~lens]):
@@ -73,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--n-test", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tta", action="store_true",
+                        help="also split the scores averaged over the 8 flips and rotations (column 'auc_tta')")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     X, y, X_test, y_test, meta = make_family(args.family, args.n_train, args.n_test, seed=args.seed,
@@ -82,16 +89,23 @@ def main(argv=None):
     fit_cpu = time.process_time() - cpu0
     scores = clf.predict_proba(X_test)[:, 1]
     rows = difficulty_table(scores, y_test, meta)
+    if args.tta:
+        clf.set_params(tta=True)
+        for row, tta_row in zip(rows, difficulty_table(clf.predict_proba(X_test)[:, 1], y_test, meta)):
+            row["auc_tta"] = tta_row["auc"]
     print(f"{args.family}, {args.config}, {args.n_train} training images, {args.epochs} epochs, "
           f"fit {fit_cpu:.0f} CPU s, best epoch {clf.best_epoch_}")
-    print("| split by | bin | lenses | non-lenses | test AUC |\n|---|---|---|---|---|")
+    print("| split by | bin | lenses | non-lenses | test AUC |" + (" with TTA |" if args.tta else "")
+          + "\n|---|---|---|---|---|" + ("---|" if args.tta else ""))
     for row in rows:
         nonlenses = row.get("nonlenses", int((y_test == 0).sum()))
-        print(f"| {row['by']} | {row['bin']} | {row['lenses']} | {nonlenses} | {row['auc']} |")
+        print(f"| {row['by']} | {row['bin']} | {row['lenses']} | {nonlenses} | {row['auc']} |"
+              + (f" {row['auc_tta']} |" if args.tta else ""))
     if args.out:
         with open(args.out, "w") as handle:
             json.dump({"family": args.family, "config": args.config, "n_train": args.n_train,
-                       "epochs": args.epochs, "fit_cpu_s": round(fit_cpu, 1), "rows": rows}, handle, indent=1)
+                       "epochs": args.epochs, "fit_cpu_s": round(fit_cpu, 1), "best_epoch": clf.best_epoch_,
+                       "rows": rows}, handle, indent=1)
 
 
 if __name__ == "__main__":

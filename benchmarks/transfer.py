@@ -13,6 +13,11 @@ the table with the worst held-out family.
 Configurations are named sets of ``LensClassifier`` parameters (``CONFIGS``), plus
 ``notebook64``: the notebook pipeline (``notebook_pipeline.py``) at 64 px.
 
+``--tta-probe`` also scores the fitted model with test-time augmentation over
+1, 2 (identity and the half turn), 4 (the quarter turns) and 8 (the dihedral
+group) views, recorded as ``tta_auc`` (the default ``predict_proba`` is the 1-view
+figure); its cost is predicting only, not counted in the CPU seconds of ``fit``.
+
 ``--ema-probe H`` also keeps an exponential moving average of the weights during
 training (torch's ``AveragedModel``, parameters and batch-norm buffers, decay
 ``1 - 1 / (H x steps per epoch)``: a horizon of H epochs) and scores it on the test
@@ -133,7 +138,38 @@ class TestCurve(Callback):
         print(json.dumps({"epoch_record": self.records[-1]}), flush=True)  # progress of long runs
 
 
-def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None, ema_horizon=None):
+#: Subsets of the dihedral views scored by ``--tta-probe``: (quarter turns, mirror) pairs.
+TTA_VIEWS = {1: [(0, False)], 2: [(0, False), (2, False)], 4: [(k, False) for k in range(4)],
+             8: [(k, flip) for flip in (False, True) for k in range(4)]}
+
+
+def tta_view_scores(clf, X, views, batch_size=512):
+    """Logits of the fitted ``clf`` on ``X`` averaged over the given dihedral ``views``."""
+    from lensclf._transforms import dihedral
+
+    module = clf.net_.module_
+    was_training = module.training
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(X), batch_size):
+            x = module.scale(torch.from_numpy(np.ascontiguousarray(X[i:i + batch_size])).float())
+            out.append(sum(module.logits(dihedral(x, k, flip)) for k, flip in views) / len(views))
+    module.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def tta_probe(clf, X_test, y_test):
+    """Test AUC (and TPR at FPR 1e-3) of the fitted model with 1, 2, 4 and 8 views."""
+    result = {}
+    for n, views in TTA_VIEWS.items():
+        s = tta_view_scores(clf, X_test, views)
+        result[str(n)] = {"test_auc": round(float(roc_auc_score(y_test, s)), 4),
+                          "tpr_at_1e-3": round(float(tpr_at_fpr(y_test, s, 1e-3)), 4)}
+    return result
+
+
+def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None, ema_horizon=None, tta=False):
     records, ema_records = [], []
     config = dict(CONFIGS[name])
     if weights_file and config.get("weights") == "lens":
@@ -151,7 +187,8 @@ def run_config(name, X, y, X_test, y_test, epochs, seed, weights_file=None, ema_
     p = clf.predict_proba(X_test)[:, 1]
     return {"test_auc": float(roc_auc_score(y_test, p)), "tpr_at_1e-3": float(tpr_at_fpr(y_test, p, 1e-3)),
             "fit_cpu_s": round(fit_cpu, 1), "best_epoch": clf.best_epoch_, "curve": records,
-            **({"ema_decay": ema_decay, "ema_curve": ema_records} if ema_decay else {})}
+            **({"ema_decay": ema_decay, "ema_curve": ema_records} if ema_decay else {}),
+            **({"tta_auc": tta_probe(clf, X_test, y_test)} if tta else {})}
 
 
 def _write_layout(root, X, y, split):
@@ -226,6 +263,8 @@ def main(argv=None):
                              "configs; their rows are named CONFIG@FILE-NAME")
     parser.add_argument("--ema-probe", type=_positive, default=None, metavar="EPOCHS",
                         help="also score a moving average of the weights with this horizon (in epochs) each epoch")
+    parser.add_argument("--tta-probe", action="store_true",
+                        help="also score the fitted model with 1, 2, 4 and 8 test-time views (recorded as tta_auc)")
     parser.add_argument("--summary", default=None, metavar="JSONL")
     args = parser.parse_args(argv)
     if args.summary:
@@ -257,7 +296,7 @@ def main(argv=None):
                 result = run_notebook(X, y, X_test, y_test, args.epochs, args.seed)
             else:
                 result = run_config(config_name, X, y, X_test, y_test, args.epochs, args.seed, args.weights_file,
-                                    args.ema_probe)
+                                    args.ema_probe, args.tta_probe)
             row = {"family": family, "config": config, "n_train": args.n_train, "n_train_lenses": args.n_train_lenses,
                    "epochs": args.epochs, "n_test": len(y_test), "test_lenses": int(y_test.sum()),
                    "development": family in (DEVELOPMENT,) + DEVELOPMENT_EXTRA, **result}
