@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from families import DEVELOPMENT, DEVELOPMENT_EXTRA, FAMILIES, HELD_OUT, make_family  # noqa: E402
 
 from lensclf import LensClassifier, tpr_at_fpr  # noqa: E402
+from lensclf._transforms import dihedral, dihedral_views  # noqa: E402
 
 #: Candidate defaults (differences from LensClassifier's parameters at the time of the run).
 CONFIGS = {
@@ -139,14 +140,12 @@ class TestCurve(Callback):
 
 
 #: Subsets of the dihedral views scored by ``--tta-probe``: (quarter turns, mirror) pairs.
-TTA_VIEWS = {1: [(0, False)], 2: [(0, False), (2, False)], 4: [(k, False) for k in range(4)],
-             8: [(k, flip) for flip in (False, True) for k in range(4)]}
+TTA_VIEWS = {1: [(0, False)], 2: [(0, False), (2, False)], 4: [(k, False) for k in range(4)], 8: dihedral_views()}
 
 
 def tta_view_scores(clf, X, views, batch_size=512):
-    """Logits of the fitted ``clf`` on ``X`` averaged over the given dihedral ``views``."""
-    from lensclf._transforms import dihedral
-
+    """Logits of the fitted ``clf`` on ``X`` averaged over the given dihedral ``views``
+    (``LensNet.forward`` with ``tta=True``, for any subset of its eight views)."""
     module = clf.net_.module_
     was_training = module.training
     module.eval()
