@@ -33,6 +33,12 @@ earlier weights' baseline on it):
 
     python benchmarks/pretrain.py --out pretrain-run --images 563200 --restart 3200:1e-3 --scaling robust --ranges wide
     python benchmarks/pretrain.py --out pretrain-run --export lensclf/weights/resnet18_lens.safetensors --export-weights ema
+
+A further phase can start from the shipped file itself (``--init``; the stream continues after the
+shards it has seen), here with the presets weighted towards ``hard`` (``--ranges wide_hard``):
+
+    python benchmarks/pretrain.py --out pretrain-run4 --init lensclf/weights/resnet18_lens.safetensors \
+        --images 716800 --restart 4400:1e-3 --scaling robust --ranges wide_hard
 """
 
 import argparse
@@ -63,7 +69,10 @@ RANGES = {
 #: still short of the held-out ``crowded_hard`` (5 field galaxies, 2 stars, 60 % bright neighbours).
 WIDE_RANGES = dict(RANGES, field_density=(0.3, 3.5), star_density=(0.0, 1.0),
                    bright_neighbour_probability=(0.0, 0.45))
-RANGE_SETS = {"base": RANGES, "wide": WIDE_RANGES}
+#: ``--ranges wide_hard`` (phase 4): the wide ranges with the presets drawn 20 / 30 / 50 % easy / medium / hard
+#: (uniform before), so that more shards hold faint arcs (S/N 20-100) and small Einstein radii.
+WIDE_HARD_RANGES = dict(WIDE_RANGES, preset_p=(0.2, 0.3, 0.5))
+RANGE_SETS = {"base": RANGES, "wide": WIDE_RANGES, "wide_hard": WIDE_HARD_RANGES}
 
 
 def shard_settings(index, seed, ranges="base"):
@@ -74,7 +83,8 @@ def shard_settings(index, seed, ranges="base"):
     seeing_low = lo("seeing_low")
     source_low = lo("source_radius_low")
     options = dict(
-        difficulty=str(rng.choice(["easy", "medium", "hard"])),
+        # (p only where the range set gives one: the earlier phases' shards stay as they were drawn)
+        difficulty=str(rng.choice(["easy", "medium", "hard"], **({"p": bounds["preset_p"]} if "preset_p" in bounds else {}))),
         pixel_scale=float(lo("pixel_scale")),
         seeing_range=(float(seeing_low), float(min(seeing_low + lo("seeing_span"), bounds["seeing_max"]))),
         psf_profile=str(rng.choice(["moffat", "gaussian"], p=[0.7, 0.3])),
@@ -137,14 +147,14 @@ def _atomic_save(obj, path):
     os.replace(tmp, path)
 
 
-def build(seed, scaling="image"):
+def build(seed, scaling="image", init=None):
     import torch
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from lensclf._models import LensNet
 
     torch.manual_seed(seed)
-    model = LensNet(arch="resnet18", weights=None, in_channels=3, stem="standard", scaling=scaling, fast_paths=True)
+    model = LensNet(arch="resnet18", weights=init, in_channels=3, stem="standard", scaling=scaling, fast_paths=True)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.998), use_buffers=True)
     return model, ema
 
@@ -215,6 +225,10 @@ def main(argv=None):
                         help="the network's input scaling (lensclf's scaling=...); phases 1-2 used image, phase 3 robust")
     parser.add_argument("--ranges", choices=sorted(RANGE_SETS), default="base",
                         help="simulator ranges of the shards (and of the check set): base, or wide (busier fields)")
+    parser.add_argument("--init", default=None, metavar="FILE",
+                        help="start a new run (no checkpoint in --out yet) from an exported backbone, e.g. the shipped "
+                             "lensclf/weights/resnet18_lens.safetensors: the stream continues after the shards the file "
+                             "has seen (its images_seen metadata), with a fresh optimizer; use with --restart")
     parser.add_argument("--export", default=None, help="write the backbone of the checkpoint to this file and stop")
     parser.add_argument("--export-weights", choices=["live", "ema"], default="live",
                         help="export the trained weights or their moving average (choose by the check set's AUC)")
@@ -229,7 +243,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     log = open(os.path.join(args.out, "log.jsonl"), "a")
-    model, ema = build(args.seed, args.scaling)
+    model, ema = build(args.seed, args.scaling, None if os.path.exists(ckpt_path) else args.init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
     augment = BatchAugmenter(seed=args.seed)
     step, shard_done, cpu0 = 0, 0, 0.0
@@ -241,6 +255,13 @@ def main(argv=None):
         augment = state["augment"]
         step, shard_done, cpu0 = state["step"], state["shards"], state["cpu_s"]
         print(f"resumed at step {step}, shard {shard_done}", flush=True)
+    elif args.init:
+        from safetensors import safe_open
+
+        with safe_open(args.init, "pt") as f:
+            seen = int(f.metadata()["images_seen"])
+        step, shard_done = seen // args.batch_size, seen // SHARD
+        print(f"starting from {args.init} at step {step}, shard {shard_done} (fresh optimizer)", flush=True)
     restart = None
     if args.restart:
         at, lr2 = args.restart.split(":")
