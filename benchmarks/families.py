@@ -41,6 +41,14 @@ dev_medium_16          dev_medium's images at 1 lens : 16 non-lenses (like the r
                        training set) in training and test
 =====================  =========================================================================
 
+A diagnostic variant, added on 2026-12-03 after every choice it could inform was made (it tunes nothing):
+
+=====================  =========================================================================
+crowded_hard_5         crowded_hard's simulator settings at 1 lens : 5 non-lenses (the imbalance of
+                       the issue's independent simulation), to tell the family's difficulty apart
+                       from its scarcity of lenses (706 of 12,000 training images at 1 : 16)
+=====================  =========================================================================
+
     from families import make_family
     X_train, y_train, X_test, y_test = make_family("des_wide_psf", n_train=2000, n_test=1500, seed=0)
 """
@@ -57,11 +65,13 @@ HELD_OUT = ("des_wide_psf", "space_1band_101", "deep_5band_asinh", "crowded_hard
 FAMILIES = (DEVELOPMENT,) + HELD_OUT
 #: Development families outside ``FAMILIES`` (not in ``--families all``), asked for by name.
 DEVELOPMENT_EXTRA = ("dev_medium_101", "dev_medium_16")
+#: Diagnostic variants of held-out families (reported, never tuned on), asked for by name.
+DIAGNOSTIC = ("crowded_hard_5",)
 
 #: Lens fraction of the training and test sets of each family (non-lenses per lens).
 IMBALANCE = {"dev_medium": (5, 5), "des_wide_psf": (16, 16), "space_1band_101": (5, 5),
              "deep_5band_asinh": (5, 100), "crowded_hard": (16, 16), "parametric_arcs": (5, 5),
-             "dev_medium_101": (5, 5), "dev_medium_16": (16, 16)}
+             "dev_medium_101": (5, 5), "dev_medium_16": (16, 16), "crowded_hard_5": (5, 5)}
 
 _SIMULATOR = {
     "dev_medium": dict(difficulty="medium"),
@@ -74,6 +84,7 @@ _SIMULATOR = {
     "deep_5band_asinh": dict(difficulty="medium", noise_scale=0.7),
     "crowded_hard": dict(difficulty="hard", field_density=5.0, star_density=2.0, bright_neighbour_probability=0.6),
 }
+_SIMULATOR["crowded_hard_5"] = _SIMULATOR["crowded_hard"]
 
 
 def _counts(n, ratio):
@@ -169,8 +180,8 @@ def make_family(name, n_train, n_test, seed=0, n_train_lenses=None, test_metadat
     ``test_metadata``: also the simulator's metadata of the test set (a fifth
     item; the same images; not for ``parametric_arcs``).
     """
-    if name not in FAMILIES + DEVELOPMENT_EXTRA:
-        raise ValueError(f"unknown family {name!r}; choose one of {FAMILIES + DEVELOPMENT_EXTRA}")
+    if name not in FAMILIES + DEVELOPMENT_EXTRA + DIAGNOSTIC:
+        raise ValueError(f"unknown family {name!r}; choose one of {FAMILIES + DEVELOPMENT_EXTRA + DIAGNOSTIC}")
     train_ratio, test_ratio = IMBALANCE[name]
     if n_train_lenses is None:
         train_counts = _counts(n_train, train_ratio)

@@ -39,7 +39,7 @@ from sklearn.metrics import roc_auc_score
 from skorch.callbacks import Callback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from families import DEVELOPMENT, DEVELOPMENT_EXTRA, FAMILIES, HELD_OUT, make_family  # noqa: E402
+from families import DEVELOPMENT, DEVELOPMENT_EXTRA, DIAGNOSTIC, FAMILIES, HELD_OUT, make_family  # noqa: E402
 
 from lensclf import LensClassifier, tpr_at_fpr  # noqa: E402
 from lensclf._transforms import dihedral, dihedral_views  # noqa: E402
@@ -228,7 +228,7 @@ def summary(path):
     for row in rows:
         key = (row["config"], row["n_train"], row.get("n_train_lenses"), row["epochs"])
         table.setdefault(key, {})[row["family"]] = row
-    families = [f for f in FAMILIES + DEVELOPMENT_EXTRA if any(f in v for v in table.values())]
+    families = [f for f in FAMILIES + DEVELOPMENT_EXTRA + DIAGNOSTIC if any(f in v for v in table.values())]
     print("| config | n_train | epochs | " + " | ".join(families) + " | worst held-out | CPU s (mean) |")
     print("|---" * (len(families) + 5) + "|")
     for (config, n_train, n_lenses, epochs), by_family in sorted(table.items()):
