@@ -204,7 +204,9 @@ def export(out, path, which="live"):
     backbone = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in backbone.items()}
     meta = {"format": "lensclf-backbone", "weights": which, "arch": "resnet18", "stem": "standard", "in_channels": "3",
             "scaling": state["args"].get("scaling", "image"), "images_seen": str(state["step"] * state["args"]["batch_size"]),
-            "args": json.dumps(state["args"])}
+            # the training run's arguments; which weights were exported is "weights" above, not the run's own
+            # (unused) export options, which would read "live" for an ema export
+            "args": json.dumps({k: v for k, v in state["args"].items() if k not in ("export", "export_weights")})}
     tmp = f"{path}.tmp-{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file(backbone, tmp, metadata=meta)

@@ -212,8 +212,9 @@ def build_backbone(arch="resnet18", weights=None, in_channels=3, stem="standard"
         (offline; its one-logit head is used too). ``"imagenet"``:
         torchvision's IMAGENET1K_V1 weights (needs the network once, or the file
         in torchvision's cache). A path: a local state dict, either a
-        torchvision ResNet checkpoint or a lensclf-trained network; its final
-        layer is not used.
+        torchvision ResNet checkpoint or a lensclf-trained network (or a
+        backbone exported by ``benchmarks/pretrain.py``); its final layer is
+        kept when it is a one-logit head, and replaced otherwise.
     in_channels : int
         Number of image bands. With pretrained weights and a band count other
         than 3, the first convolution's weights are averaged over the RGB

@@ -64,3 +64,34 @@ def test_real_test2_cutouts_fine_tune_from_the_lens_weights():
     clf = LensClassifier(weights="lens", valid_size=None, **FAST).fit(X, y)
     scores = clf.predict_proba(X_test)[:, 1]
     assert np.isfinite(scores).all() and np.ptp(scores) > 0
+
+
+def test_pretraining_exports_the_chosen_weights_with_honest_metadata(tmp_path):
+    # benchmarks/pretrain.py writes the shipped file: export a checkpoint of its own model and moving average
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    spec = importlib.util.spec_from_file_location(
+        "pretrain", Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain.py")
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    model, ema = pretrain.build(seed=0, scaling="robust")
+    with torch.no_grad():
+        ema.module.backbone.fc.bias.fill_(0.5)  # the average differs from the trained weights
+    args = {"batch_size": 128, "scaling": "robust", "export": None, "export_weights": "live"}
+    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "step": 3, "args": args},
+               tmp_path / "checkpoint.pt")
+    for which, bias in (("ema", 0.5), ("live", float(model.backbone.fc.bias))):
+        path = tmp_path / f"{which}.safetensors"
+        pretrain.export(str(tmp_path), str(path), which)
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            assert f.get_tensor("fc.bias").dtype == torch.float16
+            assert float(f.get_tensor("fc.bias")) == pytest.approx(bias, abs=1e-3)
+        assert meta["weights"] == which and meta["images_seen"] == "384" and meta["scaling"] == "robust"
+        assert json.loads(meta["args"]) == {"batch_size": 128, "scaling": "robust"}  # no stale export options
+        backbone = build_backbone(weights=str(path))
+        assert float(backbone.fc.bias) == pytest.approx(bias, abs=1e-3)
