@@ -11,7 +11,7 @@ in at least one axis, so that the transfer measured there is honest.
 The network is the one :class:`lensclf.LensClassifier` builds with
 ``scaling="image"`` (each band of each cutout standardised on its own, so min-max
 scaled and raw cutouts look alike), or with ``--scaling robust`` (sky-noise units,
-arcsinh, standardised; the shipped backbone's third to fifth phases): a torchvision ResNet18
+arcsinh, standardised; the shipped backbone's third to sixth phases): a torchvision ResNet18
 with the standard stem, 3 input bands and a one-logit head. AdamW, warm-up then cosine decay over the
 planned steps, and an exponential moving average of the weights (and batch-norm
 statistics), which is what gets saved.
@@ -35,15 +35,19 @@ earlier weights' baseline on it):
     python benchmarks/pretrain.py --out pretrain-run --export resnet18_lens_p3.safetensors --export-weights ema
 
 A further phase can start from an exported file (``--init``; the stream continues after the shards
-it has seen). The shipped backbone's fourth and fifth phases, with the presets weighted towards
-``hard`` (``--ranges wide_hard``), each from the file the phase before exported:
+it has seen). The shipped backbone's fourth to sixth phases, with the presets weighted towards
+``hard`` (``--ranges wide_hard``), each from the file the phase before exported (the sixth twice as
+long as the others):
 
     python benchmarks/pretrain.py --out pretrain-run4 --init resnet18_lens_p3.safetensors \
         --images 716800 --restart 4400:1e-3 --scaling robust --ranges wide_hard
     python benchmarks/pretrain.py --out pretrain-run4 --export resnet18_lens_p4.safetensors --export-weights ema
     python benchmarks/pretrain.py --out pretrain-run5 --init resnet18_lens_p4.safetensors \
         --images 870400 --restart 5600:1e-3 --scaling robust --ranges wide_hard
-    python benchmarks/pretrain.py --out pretrain-run5 --export lensclf/weights/resnet18_lens.safetensors --export-weights live
+    python benchmarks/pretrain.py --out pretrain-run5 --export resnet18_lens_p5.safetensors --export-weights live
+    python benchmarks/pretrain.py --out pretrain-run6 --init resnet18_lens_p5.safetensors \
+        --images 1177600 --restart 6800:1e-3 --scaling robust --ranges wide_hard
+    python benchmarks/pretrain.py --out pretrain-run6 --export lensclf/weights/resnet18_lens.safetensors --export-weights ema
 """
 
 import argparse
