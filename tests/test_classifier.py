@@ -272,7 +272,7 @@ def test_grid_search_scores_and_refit_equal_direct_fits():
     X, y = make_ring_images(90, size=16, seed=6)
     X_test, _ = make_ring_images(40, size=16, seed=7)
     cpu = {**FAST, "device": "cpu"}
-    lrs = [1e-4, 1e-2]
+    lrs = [1e-4, 3e-3]  # with [1e-4, 1e-2] the two mean AUCs tied exactly (0.894) once the phase-6 backbone shipped
     cv = StratifiedKFold(2, shuffle=True, random_state=0)
     search = GridSearchCV(LensClassifier(**cpu), {"lr": lrs}, scoring="roc_auc", cv=cv, n_jobs=1).fit(X, y)
     # Each cross-validation score is the score of the same fit done by hand ...
