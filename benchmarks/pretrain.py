@@ -35,7 +35,7 @@ earlier weights' baseline on it):
     python benchmarks/pretrain.py --out pretrain-run --export resnet18_lens_p3.safetensors --export-weights ema
 
 A further phase can start from an exported file (``--init``; the stream continues after the shards
-it has seen). The shipped backbone's fourth to sixth phases, with the presets weighted towards
+it has seen). The shipped backbone's fourth to seventh phases, with the presets weighted towards
 ``hard`` (``--ranges wide_hard``), each from the file the phase before exported (the sixth twice as
 long as the others):
 
@@ -47,7 +47,10 @@ long as the others):
     python benchmarks/pretrain.py --out pretrain-run5 --export resnet18_lens_p5.safetensors --export-weights live
     python benchmarks/pretrain.py --out pretrain-run6 --init resnet18_lens_p5.safetensors \
         --images 1177600 --restart 6800:1e-3 --scaling robust --ranges wide_hard
-    python benchmarks/pretrain.py --out pretrain-run6 --export lensclf/weights/resnet18_lens.safetensors --export-weights ema
+    python benchmarks/pretrain.py --out pretrain-run6 --export resnet18_lens_p6.safetensors --export-weights ema
+    python benchmarks/pretrain.py --out pretrain-run7 --init resnet18_lens_p6.safetensors \
+        --images 1331200 --restart 9200:1e-3 --scaling robust --ranges wide_hard
+    python benchmarks/pretrain.py --out pretrain-run7 --export lensclf/weights/resnet18_lens.safetensors --export-weights live
 """
 
 import argparse
