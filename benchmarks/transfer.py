@@ -74,6 +74,7 @@ CONFIGS = {
     "pos_weight": dict(balance="pos_weight"),                # every image once per epoch, lens loss weighted
     "no_balance": dict(balance=None),                        # every image once per epoch, no correction
     # learning rate and batch size again, with weight averaging (the defaults: lr=3e-4, batch_size=64)
+    "lr1e-4": dict(lr=1e-4),
     "lr1.5e-4": dict(lr=1.5e-4),
     "lr6e-4": dict(lr=6e-4),
     "lr1e-3": dict(lr=1e-3),
