@@ -136,12 +136,52 @@ def make_shard(index, seed, ranges="base"):
     return X.astype(np.float32), y
 
 
-def _producer(queue, start, stop, seed, ranges):
+def _producer(queue, start, stop, seed, ranges, step=1):
     os.environ["OMP_NUM_THREADS"] = "1"
-    for index in range(start, stop):
+    for index in range(start, stop, step):
         X, y = make_shard(index, seed, ranges)
         queue.put((index, X, y))
     queue.put(None)
+
+
+def shard_stream(start, stop, seed, ranges, producers=1):
+    """Yield ``(index, X, y)`` for shards ``start .. stop - 1`` in index order.
+
+    ``producers`` simulator processes share the work: process ``k`` makes shards
+    ``start + k``, ``start + k + producers``, ... into its own small queue, and the
+    shards are taken from the queues in turn, so the order (and with it the
+    training run and its resume point) does not depend on the number of processes.
+    """
+    context = mp.get_context("spawn")
+    queues = [context.Queue(maxsize=3) for _ in range(producers)]
+    processes = [context.Process(target=_producer, args=(queues[k], start + k, stop, seed, ranges, producers),
+                                 daemon=True) for k in range(producers)]
+    for process in processes:
+        process.start()
+    try:
+        for index in range(start, stop):
+            item = queues[(index - start) % producers].get()
+            assert item is not None and item[0] == index, (index, item and item[0])
+            yield item
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
+def probe_rate(producers, seconds, seed, ranges):
+    """Shards per second that ``producers`` simulator processes make (on shards outside the stream)."""
+    start = 2 * 10**7
+    t0, count = None, 0
+    for _ in shard_stream(start, start + 10**6, seed, ranges, producers):
+        if t0 is None:  # the first shard ends the start-up (process spawn, imports)
+            t0 = time.time()
+            continue
+        count += 1
+        if time.time() - t0 >= seconds:
+            break
+    return count / (time.time() - t0)
 
 
 def _log_record(log, record):
@@ -192,9 +232,10 @@ def evaluate(model, X, y):
     import torch
     from sklearn.metrics import roc_auc_score
 
+    device = next(model.parameters()).device
     model.eval()
     with torch.inference_mode():
-        logits = torch.cat([model(torch.from_numpy(X[i:i + 256])) for i in range(0, len(X), 256)])
+        logits = torch.cat([model(torch.from_numpy(X[i:i + 256]).to(device)).cpu() for i in range(0, len(X), 256)])
     model.train()
     return float(roc_auc_score(y, logits.numpy()))
 
@@ -246,23 +287,42 @@ def main(argv=None):
     parser.add_argument("--export", default=None, help="write the backbone of the checkpoint to this file and stop")
     parser.add_argument("--export-weights", choices=["live", "ema"], default="live",
                         help="export the trained weights or their moving average (choose by the check set's AUC)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the network trains (cpu, cuda); the simulation and augmentation stay on the CPU")
+    parser.add_argument("--producers", type=int, default=1,
+                        help="simulator processes (the stream is the same for any number)")
+    parser.add_argument("--probe-rate", type=float, default=None, metavar="SECONDS",
+                        help="only measure how many shards per second --producers processes simulate, print it, stop")
     args = parser.parse_args(argv)
+    if args.probe_rate:
+        rate = probe_rate(args.producers, args.probe_rate, args.seed, args.ranges)
+        print(json.dumps({"producers": args.producers, "ranges": args.ranges, "shards_per_s": round(rate, 3),
+                          "images_per_s": round(rate * SHARD, 1)}), flush=True)
+        return
     if args.export:
         export(args.out, args.export, args.export_weights)
         return
+    import signal
+
     import torch
     from lensclf._transforms import BatchAugmenter
+
+    # a stop from outside (kill, timeout) ends the run like an interruption: the simulator processes are ended
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     log = open(os.path.join(args.out, "log.jsonl"), "a")
     model, ema = build(args.seed, args.scaling, None if os.path.exists(ckpt_path) else args.init)
+    device = torch.device(args.device)
+    model.to(device)
+    ema.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
     augment = BatchAugmenter(seed=args.seed)
     step, shard_done, cpu0 = 0, 0, 0.0
     if os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -288,23 +348,15 @@ def main(argv=None):
         record = {"step": step, "before_restart": True, "scaling": args.scaling, "ranges": args.ranges,
                   "val_auc_ema": evaluate(ema.module, X_val, y_val), "val_auc": evaluate(model, X_val, y_val)}
         _log_record(log, record)
-    queue = mp.get_context("spawn").Queue(maxsize=3)
-    producer = mp.get_context("spawn").Process(target=_producer,
-                                               args=(queue, shard_done, n_shards, args.seed, args.ranges), daemon=True)
-    producer.start()
     criterion = torch.nn.BCEWithLogitsLoss()
     t0, c0 = time.time(), time.process_time()
     model.train()
-    while True:
-        item = queue.get()
-        if item is None:
-            break
-        index, X, y = item
+    for index, X, y in shard_stream(shard_done, n_shards, args.seed, args.ranges, args.producers):
         perm = np.random.default_rng([args.seed, index, 1]).permutation(len(y))
         X, y = torch.from_numpy(X[perm]), torch.from_numpy(y[perm]).float()
         for b in range(steps_per_shard):
-            xb = augment.augment(X[b * args.batch_size:(b + 1) * args.batch_size])
-            yb = y[b * args.batch_size:(b + 1) * args.batch_size]
+            xb = augment.augment(X[b * args.batch_size:(b + 1) * args.batch_size]).to(device, non_blocking=True)
+            yb = y[b * args.batch_size:(b + 1) * args.batch_size].to(device, non_blocking=True)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, args.lr, args.warmup, restart)
             loss = criterion(model(xb), yb)
@@ -329,9 +381,9 @@ def main(argv=None):
                           "optimizer": optimizer.state_dict(), "augment": augment, "step": step,
                           "shards": shard_done, "cpu_s": cpu0 + time.process_time() - c0,
                           "args": vars(args)}, ckpt_path)
-    producer.join()
     record = {"done": True, "step": step, "images": step * args.batch_size,
-              "val_auc_ema": evaluate(ema.module, X_val, y_val), "wall_s": round(time.time() - t0)}
+              "val_auc_ema": evaluate(ema.module, X_val, y_val), "val_auc": evaluate(model, X_val, y_val),
+              "wall_s": round(time.time() - t0), "cpu_s": round(cpu0 + time.process_time() - c0)}
     _log_record(log, record)
 
 
