@@ -95,3 +95,20 @@ def test_pretraining_exports_the_chosen_weights_with_honest_metadata(tmp_path):
         assert json.loads(meta["args"]) == {"batch_size": 128, "scaling": "robust"}  # no stale export options
         backbone = build_backbone(weights=str(path))
         assert float(backbone.fc.bias) == pytest.approx(bias, abs=1e-3)
+
+
+def test_pretraining_stream_is_the_same_for_any_number_of_simulator_processes(monkeypatch):
+    # benchmarks/pretrain.py resumes at a shard index, so the stream must be in index order whatever
+    # --producers is (phase 8 ran with 14 simulator processes, phases 1-7 with one)
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    pretrain = importlib.import_module("pretrain")
+    stream = list(pretrain.shard_stream(5, 8, seed=3, ranges="base", producers=2))
+    assert [index for index, _, _ in stream] == [5, 6, 7]
+    for index, X, y in stream:
+        X_direct, y_direct = pretrain.make_shard(index, 3, "base")
+        np.testing.assert_array_equal(X, X_direct)
+        np.testing.assert_array_equal(y, y_direct)
+    assert not np.array_equal(stream[0][1], stream[1][1])
