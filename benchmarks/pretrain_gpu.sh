@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Pretraining phase 8 of the shipped lens backbone on a lent GPU machine (docs/pretrained.md).
+# A pretraining phase of the lens backbone on a lent GPU machine (phase 8 and on; docs/pretrained.md).
 #
-# The phase-5 recipe (a warm restart from the phase-7 file, lr 1e-3 after a 50-step warm-up, cosine decay to
+# The phase-5 recipe (a warm restart from the file INIT, by default the shipped one, lr 1e-3 after a 50-step warm-up, cosine decay to
 # 2e-5, batch 128, robust input, the wide_hard ranges, every cutout seen once) on as many new shards as the
 # machine's CPUs simulate in BUDGET seconds. The simulator is the bottleneck, so its rate is measured first (on
 # shards outside the stream), and the phase's length (--images, 92 % of the measured rate times BUDGET, a margin
@@ -9,13 +9,16 @@
 # The network trains on the GPU; simulation and augmentation stay on the CPU (all cores but two simulate). Both
 # the trained weights and their moving average are exported.
 #
-#     BUDGET=400 OUT=/tmp/p8 bash benchmarks/pretrain_gpu.sh
+#     INIT=resnet18_lens_p7.safetensors BUDGET=420 OUT=/tmp/p8 bash benchmarks/pretrain_gpu.sh     # phase 8
 #
 # Needs skorch importable (lensclf imports it); on a machine without it, wheels in .whl/ are installed first.
 set -u
 BUDGET=${BUDGET:-400}
 OUT=${OUT:-/tmp/p8}
-RUN=${RUN:-/tmp/pretrain-run8}
+RUN=${RUN:-/tmp/pretrain-run}
+INIT=${INIT:-lensclf/weights/resnet18_lens.safetensors}
+PROBE=${PROBE:-20}
+TAG=${TAG:-p8}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -28,19 +31,21 @@ CORES=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")
 P=$((CORES > 3 ? CORES - 2 : 1))
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"
-RATE=$(python3 benchmarks/pretrain.py --out "$RUN" --probe-rate 20 --producers "$P" --ranges wide_hard 2>/dev/null | tail -1)
+RATE=$(python3 benchmarks/pretrain.py --out "$RUN" --probe-rate "$PROBE" --producers "$P" --ranges wide_hard 2>/dev/null | tail -1)
 echo "cores $CORES producers $P rate $RATE"
 SHARDS=$(python3 -c "import json, sys; print(int(0.92 * json.loads(sys.argv[1])['shards_per_s'] * $BUDGET))" "$RATE") || exit 1
-IMAGES=$((1331200 + SHARDS * 512))
-echo "phase 8: $SHARDS shards, --images $IMAGES"
-timeout $((BUDGET + 70)) python3 benchmarks/pretrain.py --out "$RUN" --init lensclf/weights/resnet18_lens.safetensors \
-    --images "$IMAGES" --restart 10400:1e-3 --scaling robust --ranges wide_hard --producers "$P" --device "${DEVICE:-cuda}" \
+SEEN=$(python3 -c "from safetensors import safe_open; print(safe_open('$INIT', 'pt').metadata()['images_seen'])")
+IMAGES=$((SEEN + SHARDS * 512))
+RESTART=$((SEEN / 128))
+echo "$TAG: from $INIT ($SEEN images seen), $SHARDS shards, --images $IMAGES --restart $RESTART:1e-3"
+timeout $((BUDGET + ${SLACK:-70})) python3 benchmarks/pretrain.py --out "$RUN" --init "$INIT" \
+    --images "$IMAGES" --restart "$RESTART:1e-3" --scaling robust --ranges wide_hard --producers "$P" --device "${DEVICE:-cuda}" \
     --checkpoint-every 500 --validate-every 200 > "$OUT/run.log" 2>&1
 echo "pretrain exit $?"
 grep -v -e '"loss"' -e resource_tracker -e warnings.warn "$OUT/run.log"
 grep '"loss"' "$OUT/run.log" | tail -3
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
-python3 benchmarks/pretrain.py --out "$RUN" --export "$RUN/resnet18_lens_p8_live.safetensors" --export-weights live
-python3 benchmarks/pretrain.py --out "$RUN" --export "$RUN/resnet18_lens_p8_ema.safetensors" --export-weights ema
-(cd "$RUN" && tar cf - resnet18_lens_p8_live.safetensors resnet18_lens_p8_ema.safetensors | split -b 15m - "$OUT/p8.tar.")
+python3 benchmarks/pretrain.py --out "$RUN" --export "$RUN/resnet18_lens_${TAG}_live.safetensors" --export-weights live
+python3 benchmarks/pretrain.py --out "$RUN" --export "$RUN/resnet18_lens_${TAG}_ema.safetensors" --export-weights ema
+(cd "$RUN" && tar cf - resnet18_lens_${TAG}_live.safetensors resnet18_lens_${TAG}_ema.safetensors | split -b 15m - "$OUT/$TAG.tar.")
 ls -la "$OUT"
