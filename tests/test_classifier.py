@@ -164,12 +164,17 @@ def test_restores_best_epoch_weights():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3, 16, 16)).astype(np.float32)
     y = np.arange(200) % 2
-    # keep="best" without averaging (the average wanders less; tests/test_averaging.py covers it with keep="best")
-    clf = LensClassifier(max_epochs=5, batch_size=32, verbose=0, random_state=1, ema_epochs=None, keep="best").fit(X, y)
-    valid_auc = np.asarray(clf.history_[:, "valid_auc"])
-    assert valid_auc[-1] < valid_auc.max(), "precondition: the last epoch must not be the best"
+    # keep="best" without averaging (the average wanders less; tests/test_averaging.py covers it with keep="best").
+    # The first seed whose last epoch is not the best (the walk depends on the shipped backbone's weights)
+    for seed in range(1, 9):
+        clf = LensClassifier(max_epochs=5, batch_size=32, verbose=0, random_state=seed, ema_epochs=None,
+                             keep="best").fit(X, y)
+        valid_auc = np.asarray(clf.history_[:, "valid_auc"])
+        if valid_auc[-1] < valid_auc.max():
+            break
+    assert valid_auc[-1] < valid_auc.max(), "precondition: for some seed the last epoch must not be the best"
     assert clf.best_epoch_ == int(np.argmax(valid_auc)) + 1
-    _, valid_idx = clf._split(y, 1)
+    _, valid_idx = clf._split(y, seed)  # an int random_state is the split's seed as it is
     restored_auc = roc_auc_score(y[valid_idx], clf.predict_proba(X[valid_idx])[:, 1])
     assert restored_auc == pytest.approx(valid_auc.max(), abs=1e-9)
 
