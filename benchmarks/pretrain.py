@@ -1,4 +1,4 @@
-"""Pretrain the shipped lens backbone on a stream of simulated cutouts (CPU, hours).
+"""Pretrain the shipped lens backbone on a stream of simulated cutouts (hours on a CPU, minutes on a GPU machine).
 
 Every shard of 512 cutouts (256 lenses, 256 non-lenses) is simulated with its own
 randomly drawn simulator settings (preset, pixel scale, seeing, PSF profile, noise,
@@ -50,7 +50,16 @@ long as the others):
     python benchmarks/pretrain.py --out pretrain-run6 --export resnet18_lens_p6.safetensors --export-weights ema
     python benchmarks/pretrain.py --out pretrain-run7 --init resnet18_lens_p6.safetensors \
         --images 1331200 --restart 9200:1e-3 --scaling robust --ranges wide_hard
-    python benchmarks/pretrain.py --out pretrain-run7 --export lensclf/weights/resnet18_lens.safetensors --export-weights live
+    python benchmarks/pretrain.py --out pretrain-run7 --export resnet18_lens_p7.safetensors --export-weights live
+
+The eighth phase (the shipped backbone) ran on a lent GPU machine: the network on the GPU, the stream simulated by
+14 processes (``--producers``; the shards are still taken in index order), its length set from the simulator's
+measured rate (``--probe-rate``) by ``benchmarks/pretrain_gpu.sh``:
+
+    python benchmarks/pretrain.py --out pretrain-run8 --init resnet18_lens_p7.safetensors \
+        --images 2443264 --restart 10400:1e-3 --scaling robust --ranges wide_hard --producers 14 --device cuda \
+        --checkpoint-every 500
+    python benchmarks/pretrain.py --out pretrain-run8 --export lensclf/weights/resnet18_lens.safetensors --export-weights ema
 """
 
 import argparse
