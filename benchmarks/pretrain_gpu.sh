@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A pretraining phase of the lens backbone on a lent GPU machine (phase 8 and on; docs/pretrained.md).
 #
-# The phase-5 recipe (a warm restart from the file INIT, by default the shipped one, lr 1e-3 after a 50-step warm-up, cosine decay to
-# 2e-5, batch 128, robust input, the wide_hard ranges, every cutout seen once) on as many new shards as the
+# The phase-5 recipe (a warm restart from the file INIT, by default the shipped one, lr 1e-3 after a 50-step
+# warm-up, cosine decay to 2e-5, batch 128, robust input, the wide_hard ranges, every cutout seen once) on as many new shards as the
 # machine's CPUs simulate in BUDGET seconds. The simulator is the bottleneck, so its rate is measured first (on
 # shards outside the stream), and the phase's length (--images, 92 % of the measured rate times BUDGET, a margin
 # for the training process) is set from it and printed, so that the run can be repeated exactly with that number.
@@ -33,10 +33,16 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"
 RATE=$(python3 benchmarks/pretrain.py --out "$RUN" --probe-rate "$PROBE" --producers "$P" --ranges wide_hard 2>/dev/null | tail -1)
 echo "cores $CORES producers $P rate $RATE"
-SHARDS=$(python3 -c "import json, sys; print(int(0.92 * json.loads(sys.argv[1])['shards_per_s'] * $BUDGET))" "$RATE") || exit 1
-SEEN=$(python3 -c "from safetensors import safe_open; print(safe_open('$INIT', 'pt').metadata()['images_seen'])")
-IMAGES=$((SEEN + SHARDS * 512))
-RESTART=$((SEEN / 128))
+# the stream continues after the images INIT has seen; the restart is at its step (batch 128, pretrain.py's default)
+read -r SEEN SHARDS IMAGES RESTART < <(python3 -c "
+import json, sys
+sys.path.insert(0, 'benchmarks')
+from safetensors import safe_open
+from pretrain import SHARD
+seen = int(safe_open(sys.argv[1], 'pt').metadata()['images_seen'])
+shards = int(0.92 * json.loads(sys.argv[2])['shards_per_s'] * $BUDGET)
+print(seen, shards, seen + shards * SHARD, seen // 128)" "$INIT" "$RATE") || exit 1
+[ -n "$RESTART" ] || { echo "could not size the phase (rate: $RATE)"; exit 1; }
 echo "$TAG: from $INIT ($SEEN images seen), $SHARDS shards, --images $IMAGES --restart $RESTART:1e-3"
 timeout $((BUDGET + ${SLACK:-70})) python3 benchmarks/pretrain.py --out "$RUN" --init "$INIT" \
     --images "$IMAGES" --restart "$RESTART:1e-3" --scaling robust --ranges wide_hard --producers "$P" --device "${DEVICE:-cuda}" \

@@ -20,6 +20,7 @@ from lensclf._pixels import scan_images as _scan_images
 from lensclf._dataset import LensDataset, batch_as_is
 from lensclf._sampling import balanced_sampler
 from lensclf._transforms import BatchAugmenter, dihedral, dihedral_views
+from lensclf._validation import seed_from
 
 from conftest import make_ring_images
 
@@ -174,7 +175,7 @@ def test_restores_best_epoch_weights():
             break
     assert valid_auc[-1] < valid_auc.max(), "precondition: for some seed the last epoch must not be the best"
     assert clf.best_epoch_ == int(np.argmax(valid_auc)) + 1
-    _, valid_idx = clf._split(y, seed)  # an int random_state is the split's seed as it is
+    _, valid_idx = clf._split(y, seed_from(seed))
     restored_auc = roc_auc_score(y[valid_idx], clf.predict_proba(X[valid_idx])[:, 1])
     assert restored_auc == pytest.approx(valid_auc.max(), abs=1e-9)
 
